@@ -1,0 +1,116 @@
+"""Saving artifacts safely: safetensors + JSON manifests, written atomically, verified on load."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from grafting.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON to a temporary name in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final``; on success it is renamed to ``final``.
+
+    An existing ``final`` is kept unless ``overwrite`` is true, so nothing saved is lost silently.
+    """
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise ArtifactError(f"{final} already exists; refusing to overwrite it (pass overwrite=True).")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_tensors_with_manifest(
+    folder: str | Path,
+    tensors: dict[str, torch.Tensor],
+    manifest: dict[str, Any],
+    overwrite: bool = False,
+    filename: str = "weights.safetensors",
+) -> Path:
+    """Save ``tensors`` as safetensors plus a manifest holding the file's sha256, atomically."""
+    with atomic_dir(folder, overwrite=overwrite) as tmp:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(tensors, tmp / filename)
+        manifest = dict(manifest, files={filename: sha256_file(tmp / filename)})
+        write_json_atomic(tmp / MANIFEST, manifest)
+    return Path(folder)
+
+
+def load_tensors_with_manifest(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a folder written by :func:`save_tensors_with_manifest`, checking every file's sha256 first."""
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{manifest_path} is missing: {folder} is not a saved artifact.")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{manifest_path} is not valid JSON ({err}).") from err
+    tensors: dict[str, torch.Tensor] = {}
+    for name, expected in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing (listed in {manifest_path}).")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ArtifactError(f"{path} is corrupt: sha256 {actual[:12]}… != manifest {expected[:12]}….")
+        tensors.update(load_file(path))
+    return tensors, manifest

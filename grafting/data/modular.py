@@ -1,0 +1,104 @@
+"""Modular addition ``a + b mod n``, the grafting paper's fine-tuning task.
+
+The paper fixes n = 4 and the answer format "The result is x" but does not publish its prompt.
+Ours is ``prompt_template`` (configurable as ``dataloader.task.prompt_template``)::
+
+    Question: What is {a} plus {b} modulo {n}?
+    Answer:
+
+and the target continuation is `` The result is {x}`` followed by the EOS token. Operands are
+drawn from ``[0, operand_max)`` so that the 1000 test points are distinct problems.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from grafting.errors import ConfigError
+
+DEFAULT_PROMPT = "Question: What is {a} plus {b} modulo {n}?\nAnswer:"
+DEFAULT_ANSWER = " The result is {x}"
+
+
+@dataclass(frozen=True)
+class ModExample:
+    a: int
+    b: int
+    n: int
+    prompt: str
+    completion: str
+    answer: int
+
+
+@dataclass(frozen=True)
+class ModularAddition:
+    """A deterministic train/test split of modular-addition problems."""
+
+    n: int = 4
+    operand_max: int = 100
+    test_size: int = 1000
+    seed: int = 0
+    prompt_template: str = DEFAULT_PROMPT
+    answer_template: str = DEFAULT_ANSWER
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise ConfigError("dataloader.task.n", f"n={self.n}: modular addition needs n >= 2.")
+        if self.operand_max < 1:
+            raise ConfigError("dataloader.task.operand_max", f"must be >= 1, got {self.operand_max}.")
+        if not 0 < self.test_size < self.operand_max**2:
+            raise ConfigError(
+                "dataloader.task.test_size",
+                f"{self.test_size} test points need operand_max**2 > test_size (have {self.operand_max**2}).",
+            )
+        for field, template, names in (
+            ("prompt_template", self.prompt_template, ("a", "b", "n")),
+            ("answer_template", self.answer_template, ("x",)),
+        ):
+            try:
+                template.format(a=0, b=0, n=2, x=0)
+            except (KeyError, IndexError, ValueError) as err:
+                raise ConfigError(f"dataloader.task.{field}", f"bad template {template!r}: {err}") from err
+            if field == "answer_template" and "{x}" not in template:
+                raise ConfigError(f"dataloader.task.{field}", "the answer template must contain {x}.")
+            del names
+
+    def example(self, a: int, b: int) -> ModExample:
+        x = (a + b) % self.n
+        return ModExample(
+            a=a,
+            b=b,
+            n=self.n,
+            prompt=self.prompt_template.format(a=a, b=b, n=self.n),
+            completion=self.answer_template.format(x=x),
+            answer=x,
+        )
+
+    def _pairs(self) -> list[tuple[int, int]]:
+        pairs = [(a, b) for a in range(self.operand_max) for b in range(self.operand_max)]
+        random.Random(self.seed).shuffle(pairs)
+        return pairs
+
+    def split(self, name: str) -> list[ModExample]:
+        """``test``: the first ``test_size`` shuffled pairs; ``train``: the rest. Disjoint by construction."""
+        pairs = self._pairs()
+        if name == "test":
+            chosen = pairs[: self.test_size]
+        elif name == "train":
+            chosen = pairs[self.test_size :]
+        else:
+            raise ValueError(f"unknown split {name!r}; use 'train' or 'test'.")
+        return [self.example(a, b) for a, b in chosen]
+
+
+def task_from_config(cfg) -> ModularAddition:
+    """Build the task from the ``dataloader.task`` node."""
+    return ModularAddition(
+        n=int(cfg.n),
+        operand_max=int(cfg.operand_max),
+        test_size=int(cfg.test_size),
+        seed=int(cfg.get("split_seed", 0)),
+        prompt_template=str(cfg.prompt_template),
+        answer_template=str(cfg.answer_template),
+    )

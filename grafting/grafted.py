@@ -1,0 +1,135 @@
+"""The grafted model: host blocks < j, then Pre-T -> donor block -> Post-T in place of host block j,
+then host blocks > j.
+
+``graft.dest = j`` (0-indexed) is the host position the graft occupies; ``graft.layer = i`` is the
+donor block. Pre-T is trained to map the host's residual entering block j onto the donor's
+residual entering block i; Post-T to map the graft's output onto the host's residual entering
+block j+1. With donor == host, i == j and identity translators the grafted model *is* the host.
+
+The result is the host's own transformers class with one block replaced, so ``generate``,
+``save_pretrained`` of the parts, and every host utility keep working.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from grafting import surgery
+from grafting.artifacts import load_tensors_with_manifest, save_tensors_with_manifest
+from grafting.errors import ArtifactError, ConfigError
+from grafting.translators import build_translator
+
+
+class GraftedBlock(nn.Module):
+    """Pre-T, a donor block and Post-T, called exactly like the host block it replaces."""
+
+    def __init__(self, block: nn.Module, pre: nn.Module, post: nn.Module, rotary: nn.Module | None = None):
+        super().__init__()
+        self.pre_translator = pre
+        self.block = block
+        self.post_translator = post
+        # The donor's own rotary embedding: its head size or base may differ from the host's.
+        self.rotary = rotary
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
+        h = self.pre_translator(hidden_states)
+        if self.rotary is not None and kwargs.get("position_embeddings") is not None:
+            kwargs["position_embeddings"] = self.rotary(h, position_ids=kwargs.get("position_ids"))
+        out = self.block(h, *args, **kwargs)
+        if isinstance(out, tuple):  # some architectures still return (hidden, ...) tuples
+            return (self.post_translator(out[0]), *out[1:])
+        return self.post_translator(out)
+
+
+def validate_graft(host: nn.Module, donor: nn.Module, layer: int, dest: int) -> None:
+    """Check a graft spec before any compute; errors name the config key."""
+    if surgery.architecture(host).family != surgery.architecture(donor).family:
+        raise ConfigError(
+            "donor",
+            f"donor family {donor.config.model_type!r} differs from host family {host.config.model_type!r}: "
+            "blocks are called with family-specific arguments.",
+        )
+    surgery.check_block_index(donor, layer, "graft.layer")
+    surgery.check_block_index(host, dest, "graft.dest")
+
+
+def build_grafted(
+    host: PreTrainedModel,
+    donor: PreTrainedModel,
+    layer: int,
+    dest: int,
+    translator: str = "linear",
+    block: nn.Module | None = None,
+) -> PreTrainedModel:
+    """A copy of ``host`` whose block ``dest`` is replaced by a :class:`GraftedBlock`.
+
+    Args:
+        host: the host model (left untouched).
+        donor: the model the block comes from (left untouched).
+        layer: donor block index ``graft.layer``.
+        dest: host position ``graft.dest``.
+        translator: kind of Pre-T / Post-T (``graft.translator``).
+        block: the block to graft; defaults to a copy of ``donor``'s block ``layer``.
+    """
+    validate_graft(host, donor, layer, dest)
+    d_host, d_donor = surgery.hidden_size(host), surgery.hidden_size(donor)
+    block = copy.deepcopy(block if block is not None else surgery.get_blocks(donor)[layer])
+    surgery.set_attention_layer_idx_(block, dest)  # it takes host block j's KV-cache slot
+    rotary = surgery.rotary_embedding(donor)
+    graft = GraftedBlock(
+        block,
+        build_translator(translator, d_host, d_donor),
+        build_translator(translator, d_donor, d_host),
+        copy.deepcopy(rotary) if rotary is not None else None,
+    )
+    grafted = copy.deepcopy(host)
+    surgery.swap_block_(grafted, dest, graft)
+    grafted.eval()
+    return grafted
+
+
+def graft_of(grafted: nn.Module) -> tuple[int, GraftedBlock]:
+    """The position and the :class:`GraftedBlock` of a grafted model."""
+    for i, block in enumerate(surgery.get_blocks(grafted)):
+        if isinstance(block, GraftedBlock):
+            return i, block
+    raise ValueError("this model holds no GraftedBlock")
+
+
+def swap_donor_block_(grafted: nn.Module, block: nn.Module) -> nn.Module:
+    """Replace the donor block inside the graft (strategy ``original``: vanilla -> tuned); return the old one."""
+    dest, graft = graft_of(grafted)
+    new = copy.deepcopy(block)
+    surgery.set_attention_layer_idx_(new, dest)
+    new.to(next(graft.block.parameters()).device)
+    old, graft.block = graft.block, new
+    return old
+
+
+def save_graft(grafted: nn.Module, folder: str | Path, manifest: dict[str, Any], overwrite: bool = False) -> Path:
+    """Save the graft (translators + donor block) as safetensors + manifest; the host is named, not copied."""
+    dest, graft = graft_of(grafted)
+    tensors = {k: v for k, v in graft.state_dict().items() if not k.startswith("rotary.")}
+    manifest = dict(manifest, kind="graft", dest=dest)
+    return save_tensors_with_manifest(folder, tensors, manifest, overwrite=overwrite)
+
+
+def load_graft_(grafted: nn.Module, folder: str | Path) -> dict[str, Any]:
+    """Load saved graft weights into a freshly built grafted model (same host, donor and spec)."""
+    tensors, manifest = load_tensors_with_manifest(folder)
+    if manifest.get("kind") != "graft":
+        raise ArtifactError(f"{folder} is not a saved graft (manifest kind={manifest.get('kind')!r}).")
+    dest, graft = graft_of(grafted)
+    if manifest["dest"] != dest:
+        raise ArtifactError(f"{folder} was saved for graft.dest={manifest['dest']}, the model has {dest}.")
+    missing, unexpected = graft.load_state_dict(tensors, strict=False)
+    missing = [k for k in missing if not k.startswith("rotary.")]
+    if missing or unexpected:
+        raise ArtifactError(f"{folder}: graft weights do not fit (missing={missing}, unexpected={unexpected}).")
+    return manifest

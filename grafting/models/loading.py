@@ -1,0 +1,134 @@
+"""Load a host or donor model from its config node: hub id, local path, random preset or tiny pair.
+
+A model spec (``conf/host/*.yaml``, ``conf/donor/*.yaml``) has a ``source``:
+
+- ``hub``: ``id`` and ``revision`` on the Hugging Face hub (the real Pythia checkpoints).
+- ``local``: ``path`` to any folder holding a saved transformers causal LM and its tokenizer.
+- ``random``: ``arch`` (a transformers config as a dict) with random weights and the built-in
+  tokenizer. The ``*-random`` presets use the real Pythia architectures; ``tiny-random`` is tiny.
+- ``tiny_pretrained``: ``arch`` pretrained on the built-in corpus with ``seed``, cached under a
+  key derived from the config (see :mod:`grafting.models.pretrained_tiny`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from grafting.errors import ConfigError
+from grafting.models.tokenizer import builtin_tokenizer
+
+SOURCES = ("hub", "local", "random", "tiny_pretrained")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _plain(spec: Any) -> dict:
+    return OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+
+
+def _dtype(spec: dict, key: str) -> torch.dtype:
+    name = spec.get("dtype", "float32")
+    if name not in _DTYPES:
+        raise ConfigError(f"{key}.dtype", f"unknown dtype {name!r}; allowed: {sorted(_DTYPES)}.")
+    return _DTYPES[name]
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """True when the hub answers within ``timeout`` seconds and offline mode is not set."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline_error(key: str, hub_id: str) -> ConfigError:
+    return ConfigError(
+        key,
+        f"cannot download {hub_id!r}: the Hugging Face hub is unreachable (or HF_HUB_OFFLINE is set) and it "
+        f"is not in the local cache. Offline, use a local folder ({key.split('.')[0]}=local "
+        f"{key.split('.')[0]}.path=/path/to/model), a random preset with the real architecture "
+        f"(e.g. {key.split('.')[0]}=pythia-70m-random), or the tiny pretrained pair (tiny-vanilla / tiny-host).",
+    )
+
+
+def _from_hub(spec: dict, key: str) -> tuple[PreTrainedModel, Any]:
+    hub_id, revision = spec["id"], spec.get("revision", "main")
+    kwargs = dict(revision=revision, trust_remote_code=bool(spec.get("trust_remote_code", False)))
+    try:  # the local HF cache first: instant, and works offline
+        tokenizer = AutoTokenizer.from_pretrained(hub_id, local_files_only=True, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            hub_id, local_files_only=True, dtype=_dtype(spec, key), **kwargs
+        )
+        return model, tokenizer
+    except OSError:
+        pass
+    # Without a reachable hub, from_pretrained retries for minutes: fail fast instead.
+    if not hub_reachable():
+        raise _offline_error(key, hub_id)
+    tokenizer = AutoTokenizer.from_pretrained(hub_id, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(hub_id, dtype=_dtype(spec, key), **kwargs)
+    return model, tokenizer
+
+
+def _from_local(spec: dict, key: str) -> tuple[PreTrainedModel, Any]:
+    path = spec.get("path")
+    if not path or not Path(path).is_dir():
+        raise ConfigError(f"{key}.path", f"{path!r} is not a folder holding a saved model.")
+    if not (Path(path) / "config.json").is_file():
+        raise ConfigError(f"{key}.path", f"{path!r} has no config.json: not a saved transformers model.")
+    trust = bool(spec.get("trust_remote_code", False))
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(spec, key), trust_remote_code=trust)
+    return model, tokenizer
+
+
+def build_random(arch: dict, seed: int, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A causal LM with architecture ``arch`` (``model_type`` + config fields) and seeded random weights."""
+    arch = dict(arch)
+    model_type = arch.pop("model_type", None)
+    if model_type is None:
+        raise ConfigError("arch.model_type", "a random model's arch needs a model_type, e.g. gpt_neox.")
+    config = AutoConfig.for_model(model_type, **arch)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def load_model(spec: Any, key: str = "host", cache_dir: str | Path | None = None) -> tuple[PreTrainedModel, Any]:
+    """Load ``(model, tokenizer)`` for a host/donor spec; ``key`` names the config node in errors.
+
+    The model is returned in eval mode; training code calls ``.train()`` on what it trains.
+    """
+    spec = _plain(spec)
+    source = spec.get("source")
+    if source == "hub":
+        model, tokenizer = _from_hub(spec, f"{key}.id")
+    elif source == "local":
+        model, tokenizer = _from_local(spec, key)
+    elif source == "random":
+        tokenizer = builtin_tokenizer(int(spec.get("tokenizer_vocab", 4096)), cache_dir)
+        model = build_random(spec["arch"], int(spec.get("seed", 0)), _dtype(spec, key))
+    elif source == "tiny_pretrained":
+        from grafting.models.pretrained_tiny import load_or_pretrain
+
+        model, tokenizer = load_or_pretrain(spec, cache_dir=cache_dir)
+    else:
+        raise ConfigError(f"{key}.source", f"unknown source {source!r}; allowed: {', '.join(SOURCES)}.")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer
+
+
+def same_tokenizer(a: Any, b: Any) -> bool:
+    """True when two tokenizers map every string to the same ids (same vocab and special tokens)."""
+    return a.get_vocab() == b.get_vocab() and a.eos_token_id == b.eos_token_id

@@ -1,0 +1,229 @@
+"""Model surgery: the one place that knows where blocks, norms and embeddings live.
+
+Every other module asks this file for a model's blocks, its final norm or its LoRA targets,
+so supporting a new architecture family is one new entry in ``ARCHITECTURES``.
+
+Functions that change a model in place end in ``_``; temporary surgery is a context manager
+that restores the model in ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where the parts of one causal-LM family live (attribute paths from the *ForCausalLM model)."""
+
+    family: str
+    blocks: str  # ModuleList of transformer blocks
+    final_norm: str
+    embed: str
+    lm_head: str
+    rotary: str | None  # model-level rotary embedding, None for learned positions
+    lora_targets: tuple[str, ...]  # leaf Linear names inside a block, for peft
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "gpt_neox": Architecture(
+        family="gpt_neox",
+        blocks="gpt_neox.layers",
+        final_norm="gpt_neox.final_layer_norm",
+        embed="gpt_neox.embed_in",
+        lm_head="embed_out",
+        rotary="gpt_neox.rotary_emb",
+        lora_targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    ),
+    "gpt2": Architecture(
+        family="gpt2",
+        blocks="transformer.h",
+        final_norm="transformer.ln_f",
+        embed="transformer.wte",
+        lm_head="lm_head",
+        rotary=None,
+        lora_targets=("c_attn", "c_proj", "c_fc"),
+    ),
+    "llama": Architecture(
+        family="llama",
+        blocks="model.layers",
+        final_norm="model.norm",
+        embed="model.embed_tokens",
+        lm_head="lm_head",
+        rotary="model.rotary_emb",
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    ),
+}
+# Families whose layout is Llama's (same attribute names).
+for _alias in ("mistral", "qwen2", "qwen3"):
+    ARCHITECTURES[_alias] = ARCHITECTURES["llama"]
+
+
+def architecture(model: nn.Module) -> Architecture:
+    """Return the :class:`Architecture` of a transformers causal LM, or raise a clear error."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise ValueError(
+            f"Unsupported architecture {model_type!r}; supported: {sorted(ARCHITECTURES)}. "
+            "Add an entry to grafting.surgery.ARCHITECTURES."
+        )
+    return ARCHITECTURES[model_type]
+
+
+def get_submodule(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path)
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, name, module)
+
+
+def get_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's transformer blocks, in order."""
+    return get_submodule(model, architecture(model).blocks)
+
+
+def num_blocks(model: nn.Module) -> int:
+    return len(get_blocks(model))
+
+
+def hidden_size(model: nn.Module) -> int:
+    return int(model.config.hidden_size)
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    return get_submodule(model, architecture(model).final_norm)
+
+
+def rotary_embedding(model: nn.Module) -> nn.Module | None:
+    arch = architecture(model)
+    return get_submodule(model, arch.rotary) if arch.rotary else None
+
+
+def block_param_prefix(model: nn.Module, index: int) -> str:
+    """State-dict prefix of block ``index``, e.g. ``gpt_neox.layers.2.``."""
+    return f"{architecture(model).blocks}.{index}."
+
+
+def check_block_index(model: nn.Module, index: int, key: str, allow_end: bool = False) -> None:
+    """Raise a clear error naming the config ``key`` if ``index`` is not a valid block index."""
+    n = num_blocks(model)
+    hi = n if allow_end else n - 1
+    if not isinstance(index, int) or not 0 <= index <= hi:
+        raise ValueError(f"{key}={index} is out of range: the model has {n} blocks, allowed 0..{hi}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Truncated forwards
+# ----------------------------------------------------------------------------------------------
+
+
+class _StopForward(Exception):
+    """Raised by a pre-hook to end a forward pass early, carrying the captured residual."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
+
+
+def _stop_module(model: nn.Module, k: int) -> nn.Module:
+    """The module whose *input* is the residual stream entering block ``k`` (k == n: final norm)."""
+    blocks = get_blocks(model)
+    return blocks[k] if k < len(blocks) else final_norm(model)
+
+
+def residual_before(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    k: int,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Residual stream entering block ``k`` (``k == n_blocks``: entering the final norm).
+
+    Runs the model's own forward (so masks and rotary embeddings are exactly the model's) and
+    stops it with an exception in a pre-hook: blocks ``k`` and later are never computed.
+    """
+    check_block_index(model, k, "k", allow_end=True)
+
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        raise _StopForward(hidden)
+
+    handle = _stop_module(model, k).register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _StopForward as stop:
+        return stop.hidden
+    finally:
+        handle.remove()
+    raise RuntimeError(f"block {k} was never reached during the forward pass")
+
+
+def residuals_before(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    ks: list[int],
+    attention_mask: torch.Tensor | None = None,
+) -> dict[int, torch.Tensor]:
+    """Residual streams entering each block in ``ks``, from one forward stopped after the last one."""
+    stop_at = max(ks)
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def make_capture(k: int):
+        def capture(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            captured[k] = args[0] if args else kwargs["hidden_states"]
+
+        return capture
+
+    for k in ks:
+        if k != stop_at:
+            handles.append(_stop_module(model, k).register_forward_pre_hook(make_capture(k), with_kwargs=True))
+    try:
+        captured[stop_at] = residual_before(model, input_ids, stop_at, attention_mask)
+    finally:
+        for h in handles:
+            h.remove()
+    return captured
+
+
+# ----------------------------------------------------------------------------------------------
+# Block swaps
+# ----------------------------------------------------------------------------------------------
+
+
+def swap_block_(model: nn.Module, index: int, block: nn.Module) -> nn.Module:
+    """Put ``block`` at position ``index`` in place; return the block that was there."""
+    check_block_index(model, index, "index")
+    blocks = get_blocks(model)
+    old = blocks[index]
+    blocks[index] = block
+    return old
+
+
+@contextlib.contextmanager
+def swapped_block(model: nn.Module, index: int, block: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily run ``model`` with ``block`` at ``index``; the original is restored in ``finally``."""
+    old = swap_block_(model, index, block)
+    try:
+        yield model
+    finally:
+        get_blocks(model)[index] = old
+
+
+def set_attention_layer_idx_(block: nn.Module, layer_idx: int) -> None:
+    """Point every attention module in ``block`` at KV-cache slot ``layer_idx``.
+
+    A block moved to another position (or another model) must write its keys and values to the
+    slot of the position it now occupies, or generation with a KV cache mixes two layers' states.
+    """
+    for module in block.modules():
+        if hasattr(module, "layer_idx") and module is not block:
+            module.layer_idx = layer_idx

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny random models of each family and offline settings. Nothing here reaches a hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+    os.environ[_var] = "1"
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("GRAFTING_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "grafting-test"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from grafting.models.loading import build_random  # noqa: E402
+
+VOCAB = 512
+
+TINY_ARCH = {
+    "gpt_neox": dict(model_type="gpt_neox", hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                     intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=128, rotary_pct=0.25),
+    "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=3, n_head=4, vocab_size=VOCAB, n_positions=128),
+    "llama": dict(model_type="llama", hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=128),
+}
+
+
+def tiny_model(family: str = "gpt_neox", seed: int = 0, **overrides) -> torch.nn.Module:
+    return build_random({**TINY_ARCH[family], **overrides}, seed)
+
+
+@pytest.fixture(params=sorted(TINY_ARCH))
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The built-in BPE at a small vocab (trained once per cache dir, a few seconds)."""
+    from grafting.models.tokenizer import builtin_tokenizer
+
+    return builtin_tokenizer(VOCAB)
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, VOCAB, (2, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding on the second row
+    return {"input_ids": ids, "attention_mask": mask}
