@@ -1,0 +1,90 @@
+"""Language preservation: held-out texts are truncated and continued by the model.
+
+Paper metrics: P (word-entropy perplexity of the continuation) and MLM predictability under a
+BERT. Ours: token perplexity of prompt + continuation under a reference model (the host), and the
+mean KL between the host's and the model's next-token distributions on held-out text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from grafting.data.datamodule import text_documents
+from grafting.data.datasets import TextChunkDataset
+from grafting.generation import generate_continuations
+from grafting.metrics.language import (
+    mlm_predictability,
+    next_token_kl,
+    token_perplexity,
+    word_entropy_perplexity,
+)
+
+
+@dataclass
+class LanguageProbe:
+    """The fixed held-out material every model is evaluated on."""
+
+    prompts: list[str]
+    kl_ids: torch.Tensor
+    kl_mask: torch.Tensor
+
+
+def build_probe(corpus_cfg, tokenizer, n_texts: int, prompt_tokens: int, kl_texts: int,
+                kl_seq_len: int) -> LanguageProbe:
+    docs = text_documents(corpus_cfg, "validation")
+    prompts = []
+    for doc in docs:
+        ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+        if len(ids) > prompt_tokens:  # only texts long enough to be truncated
+            prompts.append(tokenizer.decode(ids[:prompt_tokens]))
+        if len(prompts) == n_texts:
+            break
+    chunks = TextChunkDataset(docs, tokenizer, kl_seq_len, max_chunks=kl_texts).chunks
+    return LanguageProbe(prompts, chunks, torch.ones_like(chunks))
+
+
+def evaluate_language(model, tokenizer, probe: LanguageProbe, cfg, reference=None,
+                      mlm: tuple[Any, Any] | None = None) -> dict[str, float]:
+    """P, MLM (if an MLM is given), ppl under ``reference`` and KL(reference || model)."""
+    continuations = generate_continuations(model, tokenizer, probe.prompts, max_new_tokens=int(cfg.max_new_tokens),
+                                           batch_size=int(cfg.batch_size))
+    out: dict[str, float] = {
+        "P": sum(word_entropy_perplexity(t) for t in continuations) / max(1, len(continuations)),
+        "MLM": float("nan"),
+    }
+    if mlm is not None:
+        out["MLM"] = mlm_predictability(continuations, mlm[0], mlm[1], top_k=int(cfg.mlm_top_k))
+    if reference is not None:
+        texts = [p + c for p, c in zip(probe.prompts, continuations)]
+        out["ppl_ref"] = token_perplexity(reference, tokenizer, texts)
+        device = next(model.parameters()).device
+        out["kl_host"] = next_token_kl(reference, model, probe.kl_ids.to(device), probe.kl_mask.to(device))
+    return {k: (float(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) else float("nan"))
+            for k, v in out.items()}
+
+
+def load_mlm(name_or_path: str | None):
+    """A BertForMaskedLM and its tokenizer from a hub id (network) or a local folder; None to skip MLM."""
+    if not name_or_path:
+        return None
+    from pathlib import Path
+
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from grafting.errors import ConfigError
+    from grafting.models.loading import hub_reachable
+
+    local = Path(name_or_path).is_dir()
+    if not local and not hub_reachable():
+        try:
+            return (AutoModelForMaskedLM.from_pretrained(name_or_path, local_files_only=True).eval(),
+                    AutoTokenizer.from_pretrained(name_or_path, local_files_only=True))
+        except OSError as err:
+            raise ConfigError("evaluation.language.mlm_model",
+                              f"{name_or_path!r} is not a local folder and the hub is unreachable; "
+                              "use a local BertForMaskedLM folder or null to skip MLM.") from err
+    return AutoModelForMaskedLM.from_pretrained(name_or_path).eval(), AutoTokenizer.from_pretrained(name_or_path)

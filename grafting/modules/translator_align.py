@@ -1,0 +1,123 @@
+"""LightningModule that aligns one translator of a grafted model (the paper's two phases).
+
+- Phase ``pre``: only Pre-T trains. Its output on the host's residual entering block j is matched
+  to the donor's residual entering block i (same tokens).
+- Phase ``post``: only Post-T trains (Pre-T and everything before it are frozen). The graft's
+  output is matched to the host's residual entering block j+1.
+
+Residual targets come from truncated forwards: no host block after j and no donor block from i on
+is computed. The frozen parts run under ``no_grad``; the trainable translator is applied to the
+captured activations, so no activation of a frozen model is ever kept for backward.
+With ``loss.kind=logits`` the phases instead match output logits (grafted vs donor, then grafted
+vs host), which needs full forwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from grafting import surgery
+from grafting.errors import ConfigError
+from grafting.grafted import graft_of
+from grafting.losses import KINDS, get_distance
+
+PHASES = ("pre", "post")
+
+
+def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+class TranslatorAlignModule(L.LightningModule):
+    """Trains Pre-T (``phase='pre'``) or Post-T (``phase='post'``) of ``grafted``; nothing else moves."""
+
+    def __init__(self, grafted: nn.Module, host: nn.Module, donor: nn.Module, layer: int, phase: str,
+                 kind: str = "residual", distance: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0,
+                 temperature: float = 1.0):
+        super().__init__()
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        if kind not in KINDS:
+            raise ConfigError("loss.kind", f"unknown loss kind {kind!r}; allowed: {', '.join(KINDS)}.")
+        self.grafted, self.host, self.donor = grafted, host, donor
+        self.layer, self.phase, self.kind = layer, phase, kind
+        self.distance = get_distance("kl" if kind == "logits" else distance)
+        self.lr, self.weight_decay, self.temperature = lr, weight_decay, temperature
+        self.dest, self.graft = graft_of(grafted)
+        for model in (grafted, host, donor):
+            model.requires_grad_(False)
+            model.eval()  # frozen models: dropout off
+        self.translator = self.graft.pre_translator if phase == "pre" else self.graft.post_translator
+        self.translator.requires_grad_(True)
+        self.translator.train()
+
+    # -- targets and predictions --------------------------------------------------------------
+
+    def _residual_pre(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            host_in = surgery.residual_before(self.grafted, ids, self.dest, mask)  # = host's: shared prefix
+            target = surgery.residual_before(self.donor, ids, self.layer, mask)
+        return self.translator(host_in), target
+
+    def _residual_post(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured: dict[str, Any] = {}
+
+        def on_graft(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            captured["args"], captured["kwargs"] = args[1:], dict(kwargs)
+            captured["hidden"] = _hidden_arg(args, kwargs)
+
+        def on_post(_m: nn.Module, args: tuple) -> None:
+            captured["block_out"] = args[0]
+
+        handles = [self.graft.register_forward_pre_hook(on_graft, with_kwargs=True),
+                   self.graft.post_translator.register_forward_pre_hook(on_post)]
+        try:
+            with torch.no_grad():
+                surgery.residual_before(self.grafted, ids, self.dest + 1, mask)
+                # The host's residual entering block j+1 is its block j applied to the same input,
+                # called with the same masks and position embeddings the graft received.
+                host_block = surgery.get_blocks(self.host)[self.dest]
+                target = host_block(captured["hidden"], *captured["args"], **captured["kwargs"])
+                target = target[0] if isinstance(target, tuple) else target
+        finally:
+            for h in handles:
+                h.remove()
+        return self.translator(captured["block_out"]), target
+
+    def _logits(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        reference = self.donor if self.phase == "pre" else self.host
+        with torch.no_grad():
+            target = reference(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        pred = self.grafted(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        return pred, target
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if self.kind == "logits":
+            pred, target = self._logits(ids, mask)
+            return self.distance(pred, target, mask, temperature=self.temperature)
+        pred, target = (self._residual_pre if self.phase == "pre" else self._residual_post)(ids, mask)
+        return self.distance(pred, target, mask)
+
+    # -- Lightning hooks -----------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log(f"align/{self.phase}/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.log(f"align/{self.phase}/val_loss", self.loss(batch), sync_dist=True)
+
+    def on_train_start(self) -> None:
+        # Lightning puts the whole module in train mode; the frozen models must stay in eval mode.
+        for model in (self.grafted, self.host, self.donor):
+            model.eval()
+        self.translator.train()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.translator.parameters(), lr=self.lr, weight_decay=self.weight_decay)

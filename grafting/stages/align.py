@@ -1,0 +1,97 @@
+"""Stage ``align``: train Pre-T then Post-T of a graft (the paper's two phases)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from grafting.artifacts import load_tensors_with_manifest
+from grafting.data.datamodule import build_datamodule
+from grafting.errors import ArtifactError, ConfigError
+from grafting.grafted import build_grafted, save_graft, validate_graft
+from grafting.models.loading import load_model, same_tokenizer
+from grafting.modules.translator_align import PHASES, TranslatorAlignModule
+from grafting.run_context import RunContext
+
+STRATEGIES = ("original", "direct")
+
+
+def load_models(ctx: RunContext):
+    """Donor, host and the shared tokenizer, with the graft spec validated before any training."""
+    cfg = ctx.cfg
+    if cfg.graft.strategy not in STRATEGIES:
+        raise ConfigError("graft.strategy", f"unknown strategy {cfg.graft.strategy!r}; allowed: {STRATEGIES}.")
+    donor, tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
+    host, host_tokenizer = load_model(cfg.host, "host", ctx.cache_dir)
+    if not same_tokenizer(tokenizer, host_tokenizer):
+        raise ConfigError("host", f"host {cfg.host.name!r} and donor {cfg.donor.name!r} use different tokenizers; "
+                                  "alignment compares the two models on the same tokens.")
+    validate_graft(host, donor, int(cfg.graft.layer), int(cfg.graft.dest))
+    return donor, host, tokenizer
+
+
+@torch.no_grad()
+def _mean_loss(module: TranslatorAlignModule, batches: list[dict[str, torch.Tensor]]) -> float:
+    device = next(module.translator.parameters()).device
+    losses = [module.loss({k: v.to(device) for k, v in b.items()}).item() for b in batches]
+    return sum(losses) / max(1, len(losses))
+
+
+def align_graft(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[str, Any]:
+    """Phase ``pre`` then phase ``post``; returns the held-out loss before and after each phase."""
+    cfg, al = ctx.cfg, ctx.cfg.align
+    data = build_datamodule(cfg.dataloader, cfg.task, tokenizer, int(cfg.seed))
+    held_out = [b for _, b in zip(range(int(al.limit_val_batches)), data.val_dataloader())]
+    history: dict[str, Any] = {}
+    for phase in PHASES:
+        module = TranslatorAlignModule(grafted, host, donor, int(cfg.graft.layer), phase, cfg.loss.kind,
+                                       cfg.loss.distance, lr=float(al.lr), weight_decay=float(al.weight_decay),
+                                       temperature=float(cfg.loss.temperature))
+        before = _mean_loss(module, held_out)
+        trainer = ctx.trainer(max_steps=int(al.steps), val_check_interval=min(int(al.val_check_interval),
+                              int(al.steps)), check_val_every_n_epoch=None, limit_val_batches=int(al.limit_val_batches))
+        trainer.fit(module, datamodule=data)
+        module.to("cpu")
+        history[phase] = {"val_loss_before": before, "val_loss_after": _mean_loss(module, held_out)}
+    ctx.log_metrics({f"{p}/{k}": v for p, h in history.items() for k, v in h.items()}, prefix="align/")
+    return history
+
+
+def load_tuned_block(folder: str, donor, layer: int):
+    """The donor's block ``layer`` with the weights of a tuned block saved by stage ``finetune``."""
+    import copy
+
+    from grafting import surgery
+
+    tensors, manifest = load_tensors_with_manifest(folder)
+    if manifest.get("kind") != "tuned_block" or manifest.get("layer") != layer:
+        raise ArtifactError(f"{folder}: expected a tuned block of layer {layer}, manifest says "
+                            f"kind={manifest.get('kind')!r} layer={manifest.get('layer')!r}.")
+    block = copy.deepcopy(surgery.get_blocks(donor)[layer])
+    block.load_state_dict(tensors)
+    return block
+
+
+def run(cfg) -> dict[str, Any]:
+    ctx = RunContext.from_config(cfg)
+    try:
+        donor, host, tokenizer = load_models(ctx)
+        layer = int(cfg.graft.layer)
+        tuned = load_tuned_block(cfg.graft.tuned_block, donor, layer) if cfg.graft.tuned_block else None
+        start = tuned if (tuned is not None and cfg.graft.strategy == "direct") else None
+        grafted = build_grafted(host, donor, layer, int(cfg.graft.dest), cfg.graft.translator, block=start)
+        history = align_graft(ctx, grafted, host, donor, tokenizer)
+        if tuned is not None and cfg.graft.strategy == "original":
+            from grafting.grafted import swap_donor_block_
+
+            swap_donor_block_(grafted, tuned)
+        save_graft(grafted, ctx.run_dir / "graft", {"graft": OmegaConf.to_container(cfg.graft, resolve=True)},
+                   overwrite=bool(cfg.get("overwrite", False)))
+        for phase, h in history.items():
+            print(f"{phase}-T: held-out loss {h['val_loss_before']:.4f} -> {h['val_loss_after']:.4f}")
+        ctx.save_results({"stage": "align", "align": history})
+        return history
+    finally:
+        ctx.finish()

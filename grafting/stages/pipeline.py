@@ -1,0 +1,47 @@
+"""Stage ``pipeline`` (the main job): tiny pair -> fine-tune -> align -> graft -> evaluate -> tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from grafting.evaluation.suite import evaluate_models
+from grafting.evaluation.tables import pipeline_markdown
+from grafting.grafted import build_grafted, save_graft, swap_donor_block_
+from grafting.run_context import RunContext
+from grafting.stages.align import align_graft, load_models
+from grafting.stages.finetune import finetune_donor, save_tuned_block
+
+
+def run(cfg) -> dict[str, Any]:
+    ctx = RunContext.from_config(cfg)
+    try:
+        donor, host, tokenizer = load_models(ctx)
+        layer, dest = int(cfg.graft.layer), int(cfg.graft.dest)
+        finetuned = finetune_donor(ctx, donor, tokenizer)
+        save_tuned_block(ctx, finetuned)
+        tuned_model = finetuned.tuned_model()
+        tuned_block = finetuned.tuned_block()
+
+        # original: align around the vanilla block, then swap in the tuned one; direct: tuned from the start.
+        start = tuned_block if cfg.graft.strategy == "direct" else None
+        grafted = build_grafted(host, donor, layer, dest, cfg.graft.translator, block=start)
+        history = align_graft(ctx, grafted, host, donor, tokenizer)
+        if cfg.graft.strategy == "original":
+            swap_donor_block_(grafted, tuned_block)
+        save_graft(grafted, ctx.run_dir / "graft", {"graft": OmegaConf.to_container(cfg.graft, resolve=True)},
+                   overwrite=bool(cfg.get("overwrite", False)))
+
+        models = {"Tuned": tuned_model, "Grafted": grafted, "Vanilla": donor, "Host": host}
+        scores = evaluate_models(cfg, models, tokenizer, host=host)
+        markdown = pipeline_markdown(scores)
+        print(markdown)
+        for name, s in scores.items():
+            ctx.log_metrics(s, prefix=f"{name}/")
+        results = {"stage": "pipeline", "models": scores, "align": history,
+                   "config": OmegaConf.to_container(cfg, resolve=True)}
+        ctx.save_results(results, markdown)
+        return results
+    finally:
+        ctx.finish()

@@ -1,0 +1,18 @@
+"""Entry point: `python train.py [group=option ...] [key=value ...] [-m]`. See README.md."""
+
+import hydra
+from omegaconf import DictConfig
+
+from grafting.cli import rewrite_path_overrides
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from grafting.stages import run
+
+    run(cfg)
+
+
+if __name__ == "__main__":
+    rewrite_path_overrides()
+    main()
