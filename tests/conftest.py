@@ -50,3 +50,16 @@ def batch() -> dict[str, torch.Tensor]:
     mask = torch.ones_like(ids)
     mask[1, :3] = 0  # left padding on the second row
     return {"input_ids": ids, "attention_mask": mask}
+
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_config(overrides: list[str], tmp_path: Path, config_name: str = "train"):
+    """Compose a config as train.py would, with every output path under ``tmp_path``."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=[
+            f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",
+            f"paths.cache_dir={os.environ['GRAFTING_CACHE_DIR']}", *overrides])
