@@ -1,7 +1,7 @@
 """Modular addition ``a + b mod n``, the grafting paper's fine-tuning task.
 
 The paper fixes n = 4 and the answer format "The result is x" but does not publish its prompt.
-Ours is ``prompt_template`` (configurable as ``dataloader.task.prompt_template``)::
+Ours is ``prompt_template`` (configurable as ``task.prompt_template``)::
 
     Question: What is {a} plus {b} modulo {n}?
     Answer:
@@ -44,12 +44,12 @@ class ModularAddition:
 
     def __post_init__(self) -> None:
         if self.n < 2:
-            raise ConfigError("dataloader.task.n", f"n={self.n}: modular addition needs n >= 2.")
+            raise ConfigError("task.n", f"n={self.n}: modular addition needs n >= 2.")
         if self.operand_max < 1:
-            raise ConfigError("dataloader.task.operand_max", f"must be >= 1, got {self.operand_max}.")
+            raise ConfigError("task.operand_max", f"must be >= 1, got {self.operand_max}.")
         if not 0 < self.test_size < self.operand_max**2:
             raise ConfigError(
-                "dataloader.task.test_size",
+                "task.test_size",
                 f"{self.test_size} test points need operand_max**2 > test_size (have {self.operand_max**2}).",
             )
         for field, template, names in (
@@ -59,9 +59,9 @@ class ModularAddition:
             try:
                 template.format(a=0, b=0, n=2, x=0)
             except (KeyError, IndexError, ValueError) as err:
-                raise ConfigError(f"dataloader.task.{field}", f"bad template {template!r}: {err}") from err
+                raise ConfigError(f"task.{field}", f"bad template {template!r}: {err}") from err
             if field == "answer_template" and "{x}" not in template:
-                raise ConfigError(f"dataloader.task.{field}", "the answer template must contain {x}.")
+                raise ConfigError(f"task.{field}", "the answer template must contain {x}.")
             del names
 
     def example(self, a: int, b: int) -> ModExample:
@@ -93,7 +93,7 @@ class ModularAddition:
 
 
 def task_from_config(cfg) -> ModularAddition:
-    """Build the task from the ``dataloader.task`` node."""
+    """Build the task from the ``task`` node."""
     return ModularAddition(
         n=int(cfg.n),
         operand_max=int(cfg.operand_max),

@@ -59,7 +59,7 @@ def evaluate_language(model, tokenizer, probe: LanguageProbe, cfg, reference=Non
     if mlm is not None:
         out["MLM"] = mlm_predictability(continuations, mlm[0], mlm[1], top_k=int(cfg.mlm_top_k))
     if reference is not None:
-        texts = [p + c for p, c in zip(probe.prompts, continuations)]
+        texts = [p + c for p, c in zip(probe.prompts, continuations, strict=False)]
         out["ppl_ref"] = token_perplexity(reference, tokenizer, texts)
         device = next(model.parameters()).device
         out["kl_host"] = next_token_kl(reference, model, probe.kl_ids.to(device), probe.kl_mask.to(device))

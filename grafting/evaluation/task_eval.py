@@ -18,5 +18,5 @@ def evaluate_task(model, tokenizer, task: ModularAddition, n_points: int = 1000,
     scores = score_task(outputs, [ex.answer for ex in examples])
     if return_outputs:
         scores["samples"] = [{"prompt": ex.prompt, "output": out, "answer": ex.answer}
-                             for ex, out in zip(examples[:8], outputs[:8])]
+                             for ex, out in zip(examples[:8], outputs[:8], strict=False)]
     return scores

@@ -22,4 +22,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.stage.name
     if name not in STAGES:
         raise ConfigError("stage", f"unknown stage {name!r}; allowed: {', '.join(sorted(STAGES))}.")
+    from grafting.validation import validate_config
+
+    validate_config(cfg)
     return importlib.import_module(STAGES[name]).run(cfg)

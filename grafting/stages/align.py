@@ -15,14 +15,10 @@ from grafting.models.loading import load_model, same_tokenizer
 from grafting.modules.translator_align import PHASES, TranslatorAlignModule
 from grafting.run_context import RunContext
 
-STRATEGIES = ("original", "direct")
-
 
 def load_models(ctx: RunContext):
     """Donor, host and the shared tokenizer, with the graft spec validated before any training."""
     cfg = ctx.cfg
-    if cfg.graft.strategy not in STRATEGIES:
-        raise ConfigError("graft.strategy", f"unknown strategy {cfg.graft.strategy!r}; allowed: {STRATEGIES}.")
     donor, tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
     host, host_tokenizer = load_model(cfg.host, "host", ctx.cache_dir)
     if not same_tokenizer(tokenizer, host_tokenizer):
@@ -43,7 +39,7 @@ def align_graft(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[str, A
     """Phase ``pre`` then phase ``post``; returns the held-out loss before and after each phase."""
     cfg, al = ctx.cfg, ctx.cfg.align
     data = build_datamodule(cfg.dataloader, cfg.task, tokenizer, int(cfg.seed))
-    held_out = [b for _, b in zip(range(int(al.limit_val_batches)), data.val_dataloader())]
+    held_out = [b for _, b in zip(range(int(al.limit_val_batches)), data.val_dataloader(), strict=False)]
     history: dict[str, Any] = {}
     for phase in PHASES:
         module = TranslatorAlignModule(grafted, host, donor, int(cfg.graft.layer), phase, cfg.loss.kind,

@@ -1,0 +1,69 @@
+"""End-to-end runs of train.py as a user types them (2-layer random models, a few steps)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_train(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled")
+    cmd = [sys.executable, "train.py", f"paths.log_dir={tmp_path}", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _results(tmp_path: Path) -> dict:
+    found = sorted(tmp_path.rglob("results.json"))
+    assert len(found) == 1, found
+    return json.loads(found[0].read_text())
+
+
+def test_finetune_smoke(tmp_path):
+    proc = run_train(["stage=finetune", "debug=smoke"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = _results(tmp_path)
+    assert set(results["models"]) == {"Tuned", "Vanilla"}
+    assert (next(tmp_path.rglob("tuned_block")) / "manifest.json").is_file()
+
+
+def test_pipeline_smoke_prints_tables(tmp_path):
+    proc = run_train(["debug=smoke"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Table 1: modular addition" in proc.stdout and "Table 2: language generation" in proc.stdout
+    results = _results(tmp_path)
+    assert list(results["models"]) == ["Tuned", "Grafted", "Vanilla", "Host"]
+    for scores in results["models"].values():
+        assert {"f_H", "f_S", "fact", "P", "kl_host"} <= set(scores)
+    run_dir = next(tmp_path.rglob("results.json")).parent
+    assert (run_dir / "results.md").is_file() and (run_dir / "graft" / "manifest.json").is_file()
+
+
+def test_hub_model_offline_fails_fast_with_a_clear_message(tmp_path):
+    start = time.perf_counter()
+    proc = run_train(["host=pythia-160m", "stage=pipeline", "debug=smoke", "host=pythia-160m"], tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert time.perf_counter() - start < 60
+    assert "[host.id]" in proc.stderr and "pythia-160m-random" in proc.stderr
+
+
+def test_finished_run_is_not_overwritten(tmp_path):
+    run_dir = tmp_path / "done"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text('{"keep": true}')
+    proc = run_train(["stage=finetune", "debug=smoke", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode != 0 and "overwrite=true" in proc.stderr
+    assert json.loads((run_dir / "results.json").read_text()) == {"keep": True}
+
+
+@pytest.mark.parametrize("bad,key", [("graft.layer=7", "graft.layer"), ("graft.strategy=sideways", "graft.strategy"),
+                                     ("task.n=1", "task.n"), ("stage.name=bake", "stage")])
+def test_bad_config_names_the_key(tmp_path, bad, key):
+    proc = run_train(["debug=smoke", bad], tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert f"[{key}]" in proc.stderr or f"{key}=" in proc.stderr, proc.stderr[-2000:]

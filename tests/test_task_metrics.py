@@ -1,0 +1,159 @@
+"""Modular-addition metrics: edge cases from the paper's definitions plus Hypothesis properties."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grafting.metrics.task import factual, first_number, format_hard, format_soft, score_task
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The result is 3", 3),
+        ("The result is -3", -3),
+        ("-12 then 4", -12),
+        ("a 7b 8", 7),
+        ("no digits here", None),
+        ("", None),
+        ("  \n 42\t", 42),
+        ("x=007", 7),
+        ("3.5", 3),
+        ("2-3", 2),
+        ("minus - 5", 5),  # a detached minus sign is not part of the number
+    ],
+)
+def test_first_number(text: str, expected: int | None) -> None:
+    assert first_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The result is 3", True),
+        ("The result is -3", True),
+        ("  The result is 12 \n", True),  # surrounding whitespace is stripped
+        ("The result is 3.", False),  # trailing period fails hard
+        ("The result is 3 ", True),
+        ("The result is  3", False),
+        ("the result is 3", False),
+        ("The result is three", False),
+        ("The result is", False),
+        ("The result is 3 and 4", False),
+        ("Answer: The result is 3", False),
+        ("The result is 3\nThe result is 3", False),
+        ("The result is +3", False),
+        ("The result is ٣", False),  # Arabic-Indic digit: numbers are ASCII only
+    ],
+)
+def test_format_hard(text: str, expected: bool) -> None:
+    assert format_hard(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The result is 3.", True),
+        ("-3", True),
+        ("It is 3, I think", True),
+        ("3 + 1", False),
+        ("3.5", False),  # two digit runs: two numbers
+        ("nothing", False),
+        ("", False),
+        ("10 20 30", False),
+    ],
+)
+def test_format_soft(text: str, expected: bool) -> None:
+    assert format_soft(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "answer", "expected"),
+    [
+        ("The result is 2", 2, True),
+        ("The result is -2", 2, False),
+        ("The result is -2", -2, True),
+        ("2 or 3", 2, True),
+        ("3 or 2", 2, False),
+        ("no number", 0, False),
+        ("The result is 02", 2, True),
+    ],
+)
+def test_factual(text: str, answer: int, expected: bool) -> None:
+    assert factual(text, answer) is expected
+
+
+def test_score_task_means() -> None:
+    outputs = ["The result is 1", "The result is 2.", "5 and 6", "nothing", "  The result is -3 "]
+    answers = [1, 2, 6, 0, -3]
+    hard = [True, False, False, False, True]
+    soft = [True, True, False, False, True]
+    fact = [True, True, False, False, True]
+    scores = score_task(outputs, answers)
+    assert scores["n"] == 5
+    assert scores["f_H"] == pytest.approx(sum(hard) / 5)
+    assert scores["f_S"] == pytest.approx(sum(soft) / 5)
+    assert scores["fact"] == pytest.approx(sum(fact) / 5)
+
+
+def test_score_task_empty_and_mismatch() -> None:
+    scores = score_task([], [])
+    assert scores["n"] == 0 and math.isnan(scores["fact"])
+    with pytest.raises(ValueError):
+        score_task(["1"], [1, 2])
+
+
+def test_evaluate_metric_wrapper() -> None:
+    from grafting.metrics.task import ModAdditionMetric
+
+    outputs = ["The result is 1", "x 2 3", "-3", "The result is 0."]
+    answers = [1, 2, -3, 1]
+    metric = ModAdditionMetric(keep_in_memory=True)
+    for out, ans in zip(outputs, answers, strict=True):
+        metric.add(predictions=out, references=ans)
+    assert metric.compute() == score_task(outputs, answers)
+
+
+_any_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
+# Text biased towards the interesting cases: the format phrase, digits, minus signs, whitespace.
+_tasky_text = st.lists(
+    st.sampled_from(["The result is ", "-", " ", "\n", ".", "3", "12", "0", "abc", "٣", "x"]) | _any_text,
+    max_size=6,
+).map("".join)
+
+
+@given(text=_tasky_text | _any_text, answer=st.integers(-20, 20))
+def test_properties(text: str, answer: int) -> None:
+    hard, soft = format_hard(text), format_soft(text)
+    num = first_number(text)
+    assert isinstance(hard, bool) and isinstance(soft, bool)
+    assert not hard or soft  # format_hard implies format_soft
+    assert factual(text, answer) == (num == answer)
+    # Independent oracle for first_number: scan for the first ASCII digit run by hand.
+    idx = next((i for i, ch in enumerate(text) if ch in "0123456789"), None)
+    if idx is None:
+        assert num is None
+    else:
+        end = idx
+        while end < len(text) and text[end] in "0123456789":
+            end += 1
+        sign = -1 if idx > 0 and text[idx - 1] == "-" else 1
+        assert num == sign * int(text[idx:end])
+    if hard:
+        assert text.strip().startswith("The result is ") and re.fullmatch(r"-?[0-9]+", text.strip()[14:])
+
+
+@given(
+    answer=st.integers(-(10**6), 10**6),
+    pad_left=st.text(" \t\n", max_size=3),
+    pad_right=st.text(" \t\n", max_size=3),
+)
+def test_canonical_answer_passes_everything(answer: int, pad_left: str, pad_right: str) -> None:
+    text = f"{pad_left}The result is {answer}{pad_right}"
+    assert format_hard(text) and format_soft(text) and factual(text, answer)
+    assert not format_hard(text.rstrip() + ".")
