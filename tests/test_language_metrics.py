@@ -159,7 +159,7 @@ def test_mlm_batched_matches_naive(bert, multi_piece: str, skip_punctuation: boo
     kwargs = dict(top_k=40, multi_piece=multi_piece, skip_punctuation=skip_punctuation)
     ref = mlm_predictability_naive(TEXTS, model, tok, **kwargs)
     assert 0.0 < ref <= 1.0
-    for batch_size in (1, 7, 64):
+    for batch_size in (5, 64):  # 5: batches mixing texts and lengths, with a ragged last batch
         got = mlm_predictability(TEXTS, model, tok, batch_size=batch_size, **kwargs)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
 
