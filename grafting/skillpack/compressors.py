@@ -257,6 +257,7 @@ class Dare(Compressor):
         return decode_sparse(c.tensors, c.meta["encoding"], n).reshape(c.shape)
 
 
-# The SVD methods register themselves on import; importing here makes COMPRESSORS complete whichever
-# module is imported first.
+# The SVD and LoRA methods register themselves on import; importing them here makes COMPRESSORS
+# complete whichever module is imported first.
+from grafting.skillpack import lora as _lora  # noqa: E402,F401
 from grafting.skillpack import svd as _svd  # noqa: E402,F401

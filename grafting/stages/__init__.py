@@ -14,6 +14,8 @@ STAGES: dict[str, str] = {
     "finetune": "grafting.stages.finetune",
     "align": "grafting.stages.align",
     "pipeline": "grafting.stages.pipeline",
+    "skillpack": "grafting.stages.skillpack",
+    "skillpack_continual": "grafting.stages.skillpack_continual",
 }
 
 

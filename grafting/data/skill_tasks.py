@@ -1,0 +1,132 @@
+"""Skills for SkillPacks: a small task registry, each task with train/test examples and a score.
+
+A skill config (an entry of ``skill.tasks``) names its ``kind``, a key of :data:`TASK_KINDS`::
+
+    modadd:  {kind: modadd, n: 4, prompt_template: "Question: ...", answer_template: " The result is {x}"}
+    modadd7: {kind: modadd, n: 7, prompt_template: "Compute ({a} + {b}) mod {n}.\\nResult:", ...}
+    reverse: {kind: reverse, n_words: 3}
+
+Every task returns :class:`SkillExample` rows (``prompt``, ``completion``, ``answer``) and scores a
+list of generated continuations with ``score(outputs, examples) -> {metric: value, "score": ...}``.
+``score`` is the one number the storage-vs-quality table uses; for modular addition it is the mean
+of format-hard, format-soft and factual accuracy (the base model is near 0 on format-hard, so the
+gain of fine-tuning is large and every compression loss shows).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from omegaconf import DictConfig, OmegaConf
+
+from grafting.data.modular import ModularAddition
+from grafting.errors import ConfigError
+from grafting.metrics.task import factual, format_soft
+
+
+@dataclass(frozen=True)
+class SkillExample:
+    """One task problem: the prompt, the reference completion (no EOS) and the answer it encodes."""
+
+    prompt: str
+    completion: str
+    answer: Any
+
+
+class SkillTask(Protocol):
+    """What every registered task provides."""
+
+    name: str
+
+    def split(self, name: str) -> list[SkillExample]: ...
+
+    def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]: ...
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def template_regex(answer_template: str) -> re.Pattern[str]:
+    """The answer template with ``{x}`` as an integer, e.g. ``The result is -?[0-9]+`` (stripped)."""
+    head, _, tail = answer_template.strip().partition("{x}")
+    return re.compile(re.escape(head) + r"-?[0-9]+" + re.escape(tail))
+
+
+@dataclass(frozen=True)
+class ModAddSkill:
+    """Modular addition with any ``n`` and templates; format-hard matches the task's own answer template.
+
+    With the default templates its metrics equal :func:`grafting.metrics.task.score_task` exactly.
+    """
+
+    name: str
+    task: ModularAddition
+
+    def split(self, name: str) -> list[SkillExample]:
+        return [SkillExample(ex.prompt, ex.completion, ex.answer) for ex in self.task.split(name)]
+
+    def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
+        _check_lengths(outputs, examples)
+        hard = template_regex(self.task.answer_template)
+        f_h = _mean([float(hard.fullmatch(o.strip()) is not None) for o in outputs])
+        f_s = _mean([float(format_soft(o)) for o in outputs])
+        fact = _mean([float(factual(o, ex.answer)) for o, ex in zip(outputs, examples, strict=True)])
+        return {"f_H": f_h, "f_S": f_s, "fact": fact, "score": _mean([f_h, f_s, fact]), "n": len(outputs)}
+
+
+def _check_lengths(outputs: Sequence[str], examples: Sequence[SkillExample]) -> None:
+    if len(outputs) != len(examples):
+        raise ValueError(f"{len(outputs)} outputs but {len(examples)} examples")
+
+
+def build_modadd(name: str, spec: Mapping[str, Any]) -> ModAddSkill:
+    """A :class:`ModAddSkill` from a config entry (keys of :class:`ModularAddition`)."""
+    try:
+        task = ModularAddition(
+            n=int(spec.get("n", 4)), operand_max=int(spec.get("operand_max", 100)),
+            test_size=int(spec.get("test_size", 1000)), seed=int(spec.get("split_seed", 0)),
+            prompt_template=str(spec.get("prompt_template", ModularAddition.prompt_template)),
+            answer_template=str(spec.get("answer_template", ModularAddition.answer_template)))
+    except ConfigError as err:  # re-key "task.n" as "skill.tasks.<name>.n"
+        raise ConfigError(err.key.replace("task.", f"skill.tasks.{name}.", 1), str(err).split("] ", 1)[1]) from err
+    return ModAddSkill(name, task)
+
+
+def _build_reverse(name: str, spec: Mapping[str, Any]) -> SkillTask:
+    from grafting.data.words import build_reverse
+
+    return build_reverse(name, spec)
+
+
+#: kind -> builder(name, spec). A new task is one file plus one line here.
+TASK_KINDS: dict[str, Callable[[str, Mapping[str, Any]], SkillTask]] = {
+    "modadd": build_modadd,
+    "reverse": _build_reverse,
+}
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    return dict(node or {})
+
+
+def build_skill(name: str, tasks_cfg: Mapping[str, Any]) -> SkillTask:
+    """The task called ``name`` in the ``skill.tasks`` table.
+
+    Raises:
+        ConfigError: unknown name or kind, or bad settings, naming the key.
+    """
+    tasks = _plain(tasks_cfg)
+    if name not in tasks:
+        raise ConfigError("skill.task", f"unknown skill {name!r}; defined in skill.tasks: {', '.join(sorted(tasks))}.")
+    spec = dict(tasks[name] or {})
+    kind = spec.pop("kind", None)
+    if kind not in TASK_KINDS:
+        raise ConfigError(f"skill.tasks.{name}.kind",
+                          f"unknown task kind {kind!r}; allowed: {', '.join(sorted(TASK_KINDS))}.")
+    return TASK_KINDS[kind](name, spec)

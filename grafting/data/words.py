@@ -1,0 +1,112 @@
+"""Word-order skills: reverse (or copy) a short list of words. A second task family for SkillPacks.
+
+Prompt (configurable)::
+
+    Reverse the words: file list value
+    Reversed:
+
+target continuation `` value list file``. Words are drawn from :data:`WORDS`, common words of the
+built-in corpus (the CPython docs), so the tiny tokenizer knows them. The split is deterministic:
+all ordered word tuples, shuffled with ``split_seed``; the first ``test_size`` are the test set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from grafting.data.skill_tasks import SkillExample
+from grafting.errors import ConfigError
+
+WORDS = ("file", "list", "string", "value", "object", "class", "module", "function", "error", "name",
+         "type", "data", "line", "code", "time", "path", "key", "item", "number", "method", "table",
+         "index", "mode", "test", "text", "word", "group", "user", "field", "block", "stack", "queue",
+         "tree", "node", "color", "event", "thread", "window", "option", "format")
+DEFAULT_PROMPT = "Reverse the words: {words}\nReversed:"
+MODES = ("reverse", "copy")
+
+
+@dataclass(frozen=True)
+class WordOrderSkill:
+    """Reverse (``mode=reverse``) or repeat (``mode=copy``) ``n_words`` distinct words."""
+
+    name: str
+    n_words: int = 3
+    vocab_size: int = len(WORDS)
+    mode: str = "reverse"
+    test_size: int = 1000
+    split_seed: int = 0
+    prompt_template: str = DEFAULT_PROMPT
+
+    def __post_init__(self) -> None:
+        key = f"skill.tasks.{self.name}"
+        if self.mode not in MODES:
+            raise ConfigError(f"{key}.mode", f"unknown mode {self.mode!r}; allowed: {', '.join(MODES)}.")
+        if not 2 <= self.vocab_size <= len(WORDS):
+            raise ConfigError(f"{key}.vocab_size", f"must be in [2, {len(WORDS)}], got {self.vocab_size}.")
+        if not 1 <= self.n_words <= self.vocab_size:
+            raise ConfigError(f"{key}.n_words", f"must be in [1, vocab_size], got {self.n_words}.")
+        if not 0 < self.test_size < self._count():
+            raise ConfigError(f"{key}.test_size", f"must be in (0, {self._count()}), got {self.test_size}.")
+        if "{words}" not in self.prompt_template:
+            raise ConfigError(f"{key}.prompt_template", "the prompt template must contain {words}.")
+
+    def _count(self) -> int:
+        count = 1
+        for i in range(self.n_words):
+            count *= self.vocab_size - i
+        return count
+
+    def _tuples(self) -> list[tuple[str, ...]]:
+        words = WORDS[: self.vocab_size]
+        if self._count() > 200_000:  # sample instead of enumerating a huge product
+            rng = random.Random(self.split_seed)
+            seen: dict[tuple[str, ...], None] = {}
+            while len(seen) < 200_000:
+                seen.setdefault(tuple(rng.sample(words, self.n_words)), None)
+            return list(seen)
+        tuples = list(itertools.permutations(words, self.n_words))
+        random.Random(self.split_seed).shuffle(tuples)
+        return tuples
+
+    def example(self, words: Sequence[str]) -> SkillExample:
+        out = list(reversed(words)) if self.mode == "reverse" else list(words)
+        return SkillExample(self.prompt_template.format(words=" ".join(words)), " " + " ".join(out), " ".join(out))
+
+    def split(self, name: str) -> list[SkillExample]:
+        """``test``: the first ``test_size`` shuffled tuples; ``train``: the rest (disjoint)."""
+        tuples = self._tuples()
+        if name == "test":
+            chosen = tuples[: self.test_size]
+        elif name == "train":
+            chosen = tuples[self.test_size :]
+        else:
+            raise ValueError(f"unknown split {name!r}; use 'train' or 'test'.")
+        return [self.example(t) for t in chosen]
+
+    def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
+        """``exact``: output equals the answer; ``words``: fraction of word positions right; ``score``: their mean."""
+        if len(outputs) != len(examples):
+            raise ValueError(f"{len(outputs)} outputs but {len(examples)} examples")
+        if not outputs:
+            return {"exact": float("nan"), "words": float("nan"), "score": float("nan"), "n": 0}
+        exact, positions = 0.0, 0.0
+        for out, ex in zip(outputs, examples, strict=True):
+            got, want = out.split(), str(ex.answer).split()
+            exact += float(got == want)
+            positions += sum(g == w for g, w in zip(got, want, strict=False)) / len(want)
+        n = len(outputs)
+        return {"exact": exact / n, "words": positions / n, "score": (exact + positions) / (2 * n), "n": n}
+
+
+def build_reverse(name: str, spec: Mapping[str, Any]) -> WordOrderSkill:
+    """A :class:`WordOrderSkill` from a ``skill.tasks`` entry."""
+    known = {"n_words", "vocab_size", "mode", "test_size", "split_seed", "prompt_template"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ConfigError(f"skill.tasks.{name}", f"unknown keys {unknown}; allowed: {sorted(known)}.")
+    kwargs = {k: (str(v) if k in ("mode", "prompt_template") else int(v)) for k, v in spec.items()}
+    return WordOrderSkill(name=name, **kwargs)

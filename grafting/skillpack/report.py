@@ -1,0 +1,92 @@
+"""Storage-vs-quality rows, markdown tables and the figure (GraftLLM-style) for SkillPack runs.
+
+Storage is bytes on disk as a percentage of the dense float32 delta's pack; quality is the share
+of the full fine-tune's gain over the base that a method keeps:
+``(score_method − score_base) / (score_full − score_base)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def gain_kept(score: float, base: float, full: float) -> float:
+    """Percentage of the fine-tune's gain kept (NaN when fine-tuning gained nothing)."""
+    if not math.isfinite(full - base) or abs(full - base) < 1e-12:
+        return float("nan")
+    return 100.0 * (score - base) / (full - base)
+
+
+def storage_row(method: str, nbytes: int, dense_bytes: int, score: float, base: float, full: float,
+                **extra: Any) -> dict[str, Any]:
+    """One table row: bytes, % of dense, score, % of the fine-tune's gain, plus ``extra`` columns."""
+    return {"method": method, "bytes": int(nbytes), "pct_dense": 100.0 * nbytes / max(1, dense_bytes),
+            "score": float(score), "pct_gain": gain_kept(score, base, full), **extra}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
+    return str(value)
+
+
+def storage_markdown(rows: Sequence[Mapping[str, Any]], base: float, full: float, title: str,
+                     metrics: Sequence[str] = ()) -> str:
+    """Markdown table of :func:`storage_row` rows, sorted by size, with the base and full scores above."""
+    head = ["method", "bytes on disk", "% of dense", "score", "% of FT gain", *metrics]
+    lines = [f"### {title}", "", f"base score {base:.3f}, full fine-tune score {full:.3f}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(rows, key=lambda r: r["bytes"]):
+        cells = [r["method"], f"{r['bytes']:,}", f"{r['pct_dense']:.2f}", f"{r['score']:.3f}",
+                 _fmt(r["pct_gain"]), *(_fmt(r.get(m, "")) for m in metrics)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def score_table(scores: Mapping[str, Mapping[str, float]], columns: Sequence[str], title: str) -> str:
+    """Rows = settings, columns = tasks (or steps); cells = scores."""
+    lines = [f"### {title}", "", "| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for row, cells in scores.items():
+        lines.append(f"| {row} | " + " | ".join(_fmt(cells.get(c, float("nan"))) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def storage_figure(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str,
+                   target: tuple[float, float] | None = (10.0, 95.0)) -> Path:
+    """Scatter of % of FT gain against % of dense bytes (log x), one labelled point per method.
+
+    ``target`` = (max % bytes, min % gain) draws the acceptance region.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on clusters or CI
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for r in rows:
+        x, y = max(r["pct_dense"], 1e-3), r["pct_gain"]
+        if not math.isfinite(y):
+            continue
+        ax.scatter([x], [y], s=40, zorder=3)
+        ax.annotate(r["method"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if target is not None:
+        ax.axvline(target[0], color="grey", ls=":", lw=1)
+        ax.axhline(target[1], color="grey", ls=":", lw=1)
+        ax.fill_between([1e-3, target[0]], target[1], 200, color="green", alpha=0.06, zorder=0)
+    ax.axhline(100, color="black", lw=0.6)
+    ax.set_xscale("log")
+    ys = [r["pct_gain"] for r in rows if math.isfinite(r["pct_gain"])]
+    ax.set_ylim(min([-5.0, *ys]) - 5, max([105.0, *ys]) + 5)
+    ax.set_xlim(min([1.0, *(r["pct_dense"] for r in rows)]) / 2, 200)
+    ax.set_xlabel("bytes on disk, % of the dense delta (log)")
+    ax.set_ylabel("% of the full fine-tune's gain kept")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
