@@ -35,7 +35,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            json.dump(obj, f, indent=2, default=str)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -12,24 +12,18 @@ A model spec (``conf/host/*.yaml``, ``conf/donor/*.yaml``) has a ``source``:
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from grafting.errors import ConfigError
+from grafting.models.hub import _plain, hub_reachable, offline_error
 from grafting.models.tokenizer import builtin_tokenizer
 
 SOURCES = ("hub", "local", "random", "tiny_pretrained")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _plain(spec: Any) -> dict:
-    return OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
 
 
 def _dtype(spec: dict, key: str) -> torch.dtype:
@@ -37,27 +31,6 @@ def _dtype(spec: dict, key: str) -> torch.dtype:
     if name not in _DTYPES:
         raise ConfigError(f"{key}.dtype", f"unknown dtype {name!r}; allowed: {sorted(_DTYPES)}.")
     return _DTYPES[name]
-
-
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """True when the hub answers within ``timeout`` seconds and offline mode is not set."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _offline_error(key: str, hub_id: str) -> ConfigError:
-    return ConfigError(
-        key,
-        f"cannot download {hub_id!r}: the Hugging Face hub is unreachable (or HF_HUB_OFFLINE is set) and it "
-        f"is not in the local cache. Offline, use a local folder ({key.split('.')[0]}=local "
-        f"{key.split('.')[0]}.path=/path/to/model), a random preset with the real architecture "
-        f"(e.g. {key.split('.')[0]}=pythia-70m-random), or the tiny pretrained pair (tiny-vanilla / tiny-host).",
-    )
 
 
 def _from_hub(spec: dict, key: str) -> tuple[PreTrainedModel, Any]:
@@ -73,7 +46,7 @@ def _from_hub(spec: dict, key: str) -> tuple[PreTrainedModel, Any]:
         pass
     # Without a reachable hub, from_pretrained retries for minutes: fail fast instead.
     if not hub_reachable():
-        raise _offline_error(key, hub_id)
+        raise offline_error(key, hub_id)
     tokenizer = AutoTokenizer.from_pretrained(hub_id, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(hub_id, dtype=_dtype(spec, key), **kwargs)
     return model, tokenizer

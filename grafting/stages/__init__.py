@@ -16,6 +16,7 @@ STAGES: dict[str, str] = {
     "pipeline": "grafting.stages.pipeline",
     "skillpack": "grafting.stages.skillpack",
     "skillpack_continual": "grafting.stages.skillpack_continual",
+    "transplant": "grafting.stages.transplant",
 }
 
 
@@ -24,6 +25,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.stage.name
     if name not in STAGES:
         raise ConfigError("stage", f"unknown stage {name!r}; allowed: {', '.join(sorted(STAGES))}.")
+    from grafting.models.hub import check_available
+
+    for key in ("host", "donor"):  # first, before the heavy imports: a hub id offline fails in seconds
+        if key in cfg:
+            check_available(cfg[key], key)
     from grafting.validation import validate_config
 
     validate_config(cfg)

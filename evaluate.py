@@ -1,0 +1,15 @@
+"""Entry point: `python evaluate.py run_dir=<run>` or `python evaluate.py model=<folder>`. See README.md."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from grafting.evaluation.runner import run
+
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""evaluate.py: re-evaluate a finished run from its saved artifacts, or any saved model."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from grafting import surgery
+from grafting.artifacts import load_tensors_with_manifest, write_json_atomic, write_text_atomic
+from grafting.errors import ConfigError
+from grafting.evaluation.suite import evaluate_models
+from grafting.evaluation.tables import pipeline_markdown
+from grafting.grafted import build_grafted, load_graft_
+from grafting.models.loading import load_model
+from grafting.run_context import RESULTS
+
+log = logging.getLogger(__name__)
+
+
+def _saved_config(run_dir: Path) -> DictConfig:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError("run_dir", f"{run_dir} has no .hydra/config.yaml: not a train.py run directory.")
+    return OmegaConf.load(path)
+
+
+def rebuild_pipeline_models(run_cfg: DictConfig, run_dir: Path, cache_dir: str) -> tuple[dict[str, Any], Any, Any]:
+    """Tuned, Grafted, Vanilla and Host models of a pipeline run, from its config and saved files."""
+    donor, tokenizer = load_model(run_cfg.donor, "donor", cache_dir)
+    host, _ = load_model(run_cfg.host, "host", cache_dir)
+    layer, dest = int(run_cfg.graft.layer), int(run_cfg.graft.dest)
+    tensors, _ = load_tensors_with_manifest(run_dir / "tuned_block")
+    tuned = copy.deepcopy(donor)
+    surgery.get_blocks(tuned)[layer].load_state_dict(tensors)
+    grafted = build_grafted(host, donor, layer, dest, run_cfg.graft.translator)
+    load_graft_(grafted, run_dir / "graft")
+    return {"Tuned": tuned, "Grafted": grafted, "Vanilla": donor, "Host": host}, tokenizer, host
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    diffs = [abs(a[m][k] - b[m][k]) for m in a for k in a[m]
+             if isinstance(a[m][k], float) and isinstance(b.get(m, {}).get(k), float)
+             and not (math.isnan(a[m][k]) or math.isnan(b[m][k]))]
+    return max(diffs, default=0.0)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    out_dir = Path(cfg.paths.output_dir)
+    if cfg.get("run_dir"):
+        run_dir = Path(cfg.run_dir)
+        run_cfg = _saved_config(run_dir)
+        with open_dict(run_cfg):
+            run_cfg.paths = cfg.paths
+        models, tokenizer, host = rebuild_pipeline_models(run_cfg, run_dir, cfg.paths.cache_dir)
+        scores = evaluate_models(run_cfg, models, tokenizer, host=host)
+    elif cfg.get("model"):
+        path = Path(cfg.model)
+        model, tokenizer = load_model({"source": "local", "path": str(path)}, "model")
+        host, _ = load_model(cfg.host, "host", cfg.paths.cache_dir)
+        scores = evaluate_models(cfg, {path.name: model, "Host": host}, tokenizer, host=host)
+        run_dir = None
+    else:
+        raise ConfigError("run_dir", "give run_dir=<a train.py run directory> or model=<a saved model folder>.")
+    markdown = pipeline_markdown(scores)
+    print(markdown)
+    result: dict[str, Any] = {"models": scores}
+    if run_dir is not None and (run_dir / RESULTS).is_file():
+        saved = json.loads((run_dir / RESULTS).read_text())["models"]
+        result["max_abs_difference_vs_saved"] = _max_difference(scores, saved)
+        print(f"max |difference| against {run_dir / RESULTS}: {result['max_abs_difference_vs_saved']:.3g}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "evaluation.json", result)
+    write_text_atomic(out_dir / "evaluation.md", markdown)
+    return result
