@@ -14,7 +14,6 @@ STAGES: dict[str, str] = {
     "finetune": "grafting.stages.finetune",
     "align": "grafting.stages.align",
     "pipeline": "grafting.stages.pipeline",
-    "transplant": "grafting.stages.transplant",
     "skillpack": "grafting.stages.skillpack",
     "skillpack_continual": "grafting.stages.skillpack_continual",
     "transplant": "grafting.stages.transplant",
