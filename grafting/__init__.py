@@ -1,0 +1,9 @@
+"""grafting: move capabilities between language models (layer grafting, SkillPacks, transplantation)."""
+
+from omegaconf import OmegaConf
+
+# ${mul:a,b} scales sizes in configs (e.g. the tiny host-size ladder); int when both are integers.
+if not OmegaConf.has_resolver("mul"):
+    OmegaConf.register_new_resolver("mul", lambda a, b: int(a * b) if float(a * b).is_integer() else a * b)
+
+__version__ = "0.1.0"

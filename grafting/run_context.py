@@ -35,7 +35,8 @@ class RunContext:
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.get("seed") is not None:  # seed 0 is a valid seed
             L.seed_everything(int(cfg.seed), workers=True)
-        loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
+        loggers = [instantiate(node, **({"name": None} if node.get("name", None) == "" else {}))
+                   for node in (cfg.get("logger") or {}).values() if node]
         for lg in loggers:
             if hasattr(lg, "log_hyperparams"):
                 lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -52,6 +52,16 @@ def _max_difference(a: dict, b: dict) -> float:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
+    if cfg.get("aggregate"):
+        from grafting.reporting.aggregate import aggregate
+
+        sweep = Path(cfg.aggregate)
+        if not sweep.is_dir():
+            raise ConfigError("aggregate", f"{sweep} is not a folder (give a multirun directory).")
+        report = aggregate(sweep, sweep, model=cfg.aggregate_model)
+        print(report["table"])
+        print(f"wrote {sweep / 'aggregate.md'}, {sweep / 'aggregate.csv'} and {len(report['figures'])} figure(s)")
+        return report
     if cfg.get("run_dir"):
         run_dir = Path(cfg.run_dir)
         run_cfg = _saved_config(run_dir)

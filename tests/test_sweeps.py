@@ -1,0 +1,55 @@
+"""Multiruns: plain overrides, a local host path, aggregation, and every experiment with debug=smoke."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grafting.models.loading import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ["loss_ablation", "dest_layer", "align_data", "strategy", "host_size"]
+
+
+def _run(script: str, args: list[str], tmp_path: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled")
+    multirun = ["-m"] if "-m" in args else []  # argparse wants the flag after the overrides
+    args = [a for a in args if a != "-m"]
+    return subprocess.run([sys.executable, script, f"paths.log_dir={tmp_path}", *args, *multirun], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_multirun_with_local_host_and_aggregate(tmp_path):
+    host, tokenizer = load_model({"source": "random", "seed": 3, "tokenizer_vocab": 4096, "arch": {
+        "model_type": "gpt_neox", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 128, "vocab_size": 4096, "max_position_embeddings": 256}}, "host")
+    host.save_pretrained(tmp_path / "host")
+    tokenizer.save_pretrained(tmp_path / "host")
+    proc = _run("train.py", ["-m", "debug=smoke", f"host={tmp_path / 'host'}", "graft.layer=0,1", "seed=0,1",
+                             "evaluation.language.n_texts=2"], tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted((tmp_path / "out").rglob("results.json"))
+    assert len(results) == 4
+    assert {json.loads(p.read_text())["config"]["host"]["path"] for p in results} == {str(tmp_path / "host")}
+    sweep_dir = results[0].parent.parent
+    proc = _run("evaluate.py", [f"aggregate={sweep_dir}"], tmp_path / "ev")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| graft.layer=")]
+    assert len(rows) == 2 and all("±" in r and r.rstrip().endswith("| 2 |") for r in rows), proc.stdout
+    assert (sweep_dir / "aggregate.csv").is_file() and (sweep_dir / "graft.layer.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_sweeps_with_smoke(tmp_path, experiment):
+    # dest 0,1 and one seed keep it short; the experiment's other axis is swept as configured
+    extra = ["graft.dest=0,1"] if experiment == "dest_layer" else []
+    proc = _run("train.py", ["-m", f"experiment={experiment}_tiny", "debug=smoke", "seed=0", *extra], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job_dirs = [p for p in (tmp_path / f"{experiment}_tiny" / "multiruns").glob("*/*") if p.is_dir()]
+    assert job_dirs and all((d / "results.json").is_file() for d in job_dirs), job_dirs
+    expected = {"loss_ablation": 2, "dest_layer": 2, "align_data": 3, "strategy": 2, "host_size": 3}[experiment]
+    assert len(job_dirs) == expected
