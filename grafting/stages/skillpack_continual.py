@@ -75,6 +75,8 @@ def continual(ctx: RunContext, target: torch.nn.Module, tokenizer, source: torch
         # exact: the same generated texts, not just the same score
         "no_forgetting": {n: final[n]["outputs"] == right_after[n]["outputs"] for n in names},
         "base_unchanged": model_fingerprint(target) == fingerprint,
+        "_outputs": {"right_after": {n: s["outputs"] for n, s in right_after.items()},
+                     "final": {n: s["outputs"] for n, s in final.items()}},
     }
 
 
@@ -104,6 +106,7 @@ def run(cfg) -> dict[str, Any]:
         target, tokenizer = load_model(cfg.host, "host", ctx.cache_dir)
         source, source_tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
         res = continual(ctx, target, tokenizer, source, source_tokenizer, tasks, names)
+        res.pop("_outputs")  # every generation: for tests, too bulky for results.json
         markdown = continual_markdown(res, names)
         print(markdown)
         ctx.log_metrics({f"{k}/{n}": v for k, row in res["sequential_by_step"].items() for n, v in row.items()},
