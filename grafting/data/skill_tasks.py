@@ -10,7 +10,9 @@ Every task returns :class:`SkillExample` rows (``prompt``, ``completion``, ``ans
 list of generated continuations with ``score(outputs, examples) -> {metric: value, "score": ...}``.
 ``score`` is the one number the storage-vs-quality table uses; for modular addition it is the mean
 of format-hard, format-soft and factual accuracy (the base model is near 0 on format-hard, so the
-gain of fine-tuning is large and every compression loss shows).
+gain of fine-tuning is large and every compression loss shows). As in
+:func:`grafting.evaluation.task_eval.evaluate_task`, only the answer line (the output up to its
+first newline) is scored.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from grafting.data.modular import ModularAddition
 from grafting.errors import ConfigError
+from grafting.evaluation.task_eval import answer_line
 from grafting.metrics.task import factual, format_soft
 
 
@@ -60,7 +63,7 @@ def template_regex(answer_template: str) -> re.Pattern[str]:
 class ModAddSkill:
     """Modular addition with any ``n`` and templates; format-hard matches the task's own answer template.
 
-    With the default templates its metrics equal :func:`grafting.metrics.task.score_task` exactly.
+    With the default templates its metrics equal :func:`grafting.metrics.task.score_task` on the answer lines.
     """
 
     name: str
@@ -71,6 +74,7 @@ class ModAddSkill:
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
         _check_lengths(outputs, examples)
+        outputs = [answer_line(o) for o in outputs]
         hard = template_regex(self.task.answer_template)
         f_h = _mean([float(hard.fullmatch(o.strip()) is not None) for o in outputs])
         f_s = _mean([float(format_soft(o)) for o in outputs])

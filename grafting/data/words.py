@@ -20,6 +20,7 @@ from typing import Any
 
 from grafting.data.skill_tasks import SkillExample
 from grafting.errors import ConfigError
+from grafting.evaluation.task_eval import answer_line
 
 WORDS = ("file", "list", "string", "value", "object", "class", "module", "function", "error", "name",
          "type", "data", "line", "code", "time", "path", "key", "item", "number", "method", "table",
@@ -88,14 +89,15 @@ class WordOrderSkill:
         return [self.example(t) for t in chosen]
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
-        """``exact``: output equals the answer; ``words``: fraction of word positions right; ``score``: their mean."""
+        """On the answer line: ``exact`` = the words equal the answer; ``words`` = share of word positions
+        right; ``score`` = their mean."""
         if len(outputs) != len(examples):
             raise ValueError(f"{len(outputs)} outputs but {len(examples)} examples")
         if not outputs:
             return {"exact": float("nan"), "words": float("nan"), "score": float("nan"), "n": 0}
         exact, positions = 0.0, 0.0
         for out, ex in zip(outputs, examples, strict=True):
-            got, want = out.split(), str(ex.answer).split()
+            got, want = answer_line(out).split(), str(ex.answer).split()
             exact += float(got == want)
             positions += sum(g == w for g, w in zip(got, want, strict=False)) / len(want)
         n = len(outputs)

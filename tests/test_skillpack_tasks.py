@@ -1,0 +1,76 @@
+"""The skill task registry: splits, prompts that differ per task, and scores."""
+
+from __future__ import annotations
+
+import pytest
+
+from grafting.data.modular import ModularAddition
+from grafting.data.skill_tasks import SkillExample, build_skill, template_regex
+from grafting.data.words import WordOrderSkill
+from grafting.errors import ConfigError
+from grafting.evaluation.task_eval import answer_line
+from grafting.metrics.task import score_task
+
+TASKS = {
+    "modadd": {"kind": "modadd", "n": 4, "operand_max": 30, "test_size": 50},
+    "modadd7": {"kind": "modadd", "n": 7, "operand_max": 30, "test_size": 50, "split_seed": 1,
+                "prompt_template": "Compute ({a} + {b}) mod {n}.\nResult:", "answer_template": " It equals {x}"},
+    "reverse": {"kind": "reverse", "n_words": 3, "vocab_size": 12, "test_size": 50},
+    "copy": {"kind": "reverse", "mode": "copy", "n_words": 2, "vocab_size": 12, "test_size": 20},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_splits_are_disjoint_and_answers_match(name):
+    task = build_skill(name, TASKS)
+    train, test = task.split("train"), task.split("test")
+    assert len(test) == TASKS[name]["test_size"] and train
+    assert not {ex.prompt for ex in train} & {ex.prompt for ex in test}
+    perfect = task.score([ex.completion for ex in test], test)
+    assert perfect["score"] == 1.0
+    assert task.score(["nothing"] * len(test), test)["score"] < 0.5
+
+
+def test_prompts_tell_the_tasks_apart():
+    first = {name: build_skill(name, TASKS).split("test")[0].prompt for name in TASKS}
+    assert first["modadd"].startswith("Question:") and first["modadd7"].startswith("Compute (")
+    assert first["reverse"].startswith("Reverse the words:")
+
+
+def test_modadd_default_scores_equal_score_task():
+    task = build_skill("modadd", TASKS)
+    examples = task.split("test")[:6]
+    outputs = [" The result is 1", "The result is 3.", " 2", "", " The result is -1 ", " 7\nand 8"]
+    ours = task.score(outputs, examples)
+    ref = score_task([answer_line(o) for o in outputs], [ex.answer for ex in examples])
+    assert {k: ours[k] for k in ("f_H", "f_S", "fact")} == {k: ref[k] for k in ("f_H", "f_S", "fact")}
+    assert ours["score"] == pytest.approx((ref["f_H"] + ref["f_S"] + ref["fact"]) / 3)
+
+
+def test_template_regex_follows_the_answer_template():
+    assert template_regex(ModularAddition.answer_template).fullmatch("The result is 12")
+    rx = template_regex(" It equals {x}")
+    assert rx.fullmatch("It equals 5") and not rx.fullmatch("The result is 5")
+
+
+def test_reverse_scores_positions():
+    task = WordOrderSkill("r", n_words=3, vocab_size=10, test_size=5)
+    ex = SkillExample("p", " c b a", "c b a")
+    assert task.score([" c b a"], [ex]) == {"exact": 1.0, "words": 1.0, "score": 1.0, "n": 1}
+    assert task.score([" c b a\nmore words"], [ex])["exact"] == 1.0  # only the answer line counts
+    half = task.score([" c x a"], [ex])
+    assert half["exact"] == 0.0 and half["words"] == pytest.approx(2 / 3)
+    assert task.example(("a", "b", "c")).completion == " c b a"
+
+
+@pytest.mark.parametrize("tasks,key", [
+    ({"x": {"kind": "modadd"}}, "skill.task"),
+    ({"modadd": {"kind": "sorting"}}, "skill.tasks.modadd.kind"),
+    ({"modadd": {"kind": "modadd", "n": 1}}, "skill.tasks.modadd.n"),
+    ({"modadd": {"kind": "reverse", "mode": "shuffle"}}, "skill.tasks.modadd.mode"),
+    ({"modadd": {"kind": "reverse", "colour": 1}}, "skill.tasks.modadd"),
+])
+def test_bad_task_config_names_the_key(tasks, key):
+    with pytest.raises(ConfigError) as err:
+        build_skill("modadd", tasks)
+    assert err.value.key == key
