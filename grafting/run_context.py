@@ -30,7 +30,7 @@ class RunContext:
     @classmethod
     def from_config(cls, cfg: DictConfig) -> RunContext:
         run_dir = Path(cfg.paths.output_dir)
-        if (run_dir / RESULTS).exists() and not cfg.get("overwrite", False):
+        if (run_dir / RESULTS).exists() and not cfg.get("overwrite", False) and not cfg.get("resume", False):
             raise ArtifactError(f"{run_dir / RESULTS} exists: this run is finished. Pass overwrite=true to redo it.")
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.get("seed") is not None:  # seed 0 is a valid seed
@@ -46,11 +46,34 @@ class RunContext:
     def cache_dir(self) -> Path:
         return Path(self.cfg.paths.cache_dir)
 
-    def trainer(self, max_steps: int, callbacks: list | None = None, **overrides: Any) -> L.Trainer:
-        """A Trainer from ``cfg.trainer`` with this job's loggers; stages choose their own step budget."""
+    def checkpoint_dir(self, stage: str) -> Path:
+        return self.run_dir / "checkpoints" / stage
+
+    def trainer(self, max_steps: int, stage: str = "train", callbacks: list | None = None,
+                **overrides: Any) -> L.Trainer:
+        """A Trainer from ``cfg.trainer`` with this job's loggers, a NaN guard and ``last.ckpt`` checkpoints.
+
+        Stages choose their own step budget; checkpoints go to ``<run>/checkpoints/<stage>``.
+        """
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        from grafting.callbacks import FiniteLossGuard
+
+        every = int(self.cfg.get("checkpoint_every", 50))
+        checkpoint = ModelCheckpoint(dirpath=self.checkpoint_dir(stage), save_last=True, save_top_k=0,
+                                     every_n_train_steps=every, enable_version_counter=False)
         return instantiate(self.cfg.trainer, max_steps=max_steps, logger=self.loggers or False,
-                           callbacks=callbacks or [], enable_checkpointing=False,
+                           callbacks=[FiniteLossGuard(stage), checkpoint, *(callbacks or [])],
                            default_root_dir=str(self.run_dir), **overrides)
+
+    def fit(self, module: L.LightningModule, data: Any, stage: str, max_steps: int, **overrides: Any) -> None:
+        """``trainer.fit``, continuing from ``<run>/checkpoints/<stage>/last.ckpt`` when ``resume=true``."""
+        last = self.checkpoint_dir(stage) / "last.ckpt"
+        ckpt_path = str(last) if self.cfg.get("resume", False) and last.is_file() else None
+        if ckpt_path:
+            log.info("resuming %s from %s", stage, last)
+        self.trainer(max_steps, stage, **overrides).fit(module, datamodule=data, ckpt_path=ckpt_path,
+                                                         weights_only=True)
 
     def log_metrics(self, metrics: dict[str, float], prefix: str = "") -> None:
         flat = {f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}

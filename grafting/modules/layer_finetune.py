@@ -14,12 +14,13 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from grafting import surgery
+from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
 
 METHODS = ("lora", "full")
 
 
-class LayerFinetuneModule(L.LightningModule):
+class LayerFinetuneModule(TrainableOnlyCheckpoint, L.LightningModule):
     """Trains only block ``layer`` of a copy of ``model``; the model passed in is never modified."""
 
     def __init__(self, model: nn.Module, layer: int, method: str = "lora", lr: float = 1e-3,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from grafting import surgery
+from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
 from grafting.grafted import graft_of
 from grafting.losses import KINDS, get_distance
@@ -32,7 +33,7 @@ def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-class TranslatorAlignModule(L.LightningModule):
+class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
     """Trains Pre-T (``phase='pre'``) or Post-T (``phase='post'``) of ``grafted``; nothing else moves."""
 
     def __init__(self, grafted: nn.Module, host: nn.Module, donor: nn.Module, layer: int, phase: str,

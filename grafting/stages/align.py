@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from grafting.artifacts import load_tensors_with_manifest
+from grafting.artifacts import load_tensors_with_manifest, save_tensors_with_manifest
 from grafting.data.datamodule import build_datamodule
 from grafting.errors import ArtifactError, ConfigError
 from grafting.grafted import build_grafted, save_graft, validate_graft
@@ -45,12 +45,21 @@ def align_graft(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[str, A
         module = TranslatorAlignModule(grafted, host, donor, int(cfg.graft.layer), phase, cfg.loss.kind,
                                        cfg.loss.distance, lr=float(al.lr), weight_decay=float(al.weight_decay),
                                        temperature=float(cfg.loss.temperature))
+        saved = ctx.run_dir / "align" / phase
+        if cfg.get("resume", False) and (saved / "manifest.json").is_file():
+            # finished before an interruption: read it back instead of training it again
+            tensors, manifest = load_tensors_with_manifest(saved)
+            module.translator.load_state_dict(tensors)
+            history[phase] = manifest["history"]
+            continue
         before = _mean_loss(module, held_out)
-        trainer = ctx.trainer(max_steps=int(al.steps), val_check_interval=min(int(al.val_check_interval),
-                              int(al.steps)), check_val_every_n_epoch=None, limit_val_batches=int(al.limit_val_batches))
-        trainer.fit(module, datamodule=data)
+        ctx.fit(module, data, f"align_{phase}", int(al.steps),
+                val_check_interval=min(int(al.val_check_interval), int(al.steps)), check_val_every_n_epoch=None,
+                limit_val_batches=int(al.limit_val_batches))
         module.to("cpu")
         history[phase] = {"val_loss_before": before, "val_loss_after": _mean_loss(module, held_out)}
+        save_tensors_with_manifest(saved, module.translator.state_dict(),
+                                   {"kind": "translator", "phase": phase, "history": history[phase]}, overwrite=True)
     ctx.log_metrics({f"{p}/{k}": v for p, h in history.items() for k, v in h.items()}, prefix="align/")
     return history
 
@@ -84,7 +93,7 @@ def run(cfg) -> dict[str, Any]:
 
             swap_donor_block_(grafted, tuned)
         save_graft(grafted, ctx.run_dir / "graft", {"graft": OmegaConf.to_container(cfg.graft, resolve=True)},
-                   overwrite=bool(cfg.get("overwrite", False)))
+                   overwrite=bool(cfg.get("overwrite", False) or cfg.get("resume", False)))
         for phase, h in history.items():
             print(f"{phase}-T: held-out loss {h['val_loss_before']:.4f} -> {h['val_loss_after']:.4f}")
         ctx.save_results({"stage": "align", "align": history})

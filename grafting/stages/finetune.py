@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 
 from grafting import surgery
@@ -25,8 +27,23 @@ def finetune_donor(ctx: RunContext, donor, tokenizer) -> LayerFinetuneModule:
     module = LayerFinetuneModule(donor, int(cfg.graft.layer), ft.method, lr=float(ft.lr), lora_r=int(ft.lora_r),
                                  lora_alpha=int(ft.lora_alpha), lora_dropout=float(ft.lora_dropout),
                                  weight_decay=float(ft.weight_decay))
-    ctx.trainer(max_steps=int(ft.steps), limit_val_batches=0).fit(module, datamodule=data)
+    ctx.fit(module, data, "finetune", int(ft.steps), limit_val_batches=0)
     return module
+
+
+def finetune_or_resume(ctx: RunContext, donor, tokenizer) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(tuned model, tuned block)``: trained now, or, with ``resume=true``, read back from a finished save."""
+    folder = ctx.run_dir / "tuned_block"
+    if ctx.cfg.get("resume", False) and (folder / "manifest.json").is_file():
+        from grafting.stages.align import load_tuned_block
+
+        block = load_tuned_block(str(folder), donor, int(ctx.cfg.graft.layer))
+        tuned = copy.deepcopy(donor)
+        surgery.get_blocks(tuned)[int(ctx.cfg.graft.layer)] = block
+        return tuned.eval(), block
+    module = finetune_donor(ctx, donor, tokenizer)
+    save_tuned_block(ctx, module)
+    return module.tuned_model(), module.tuned_block()
 
 
 def save_tuned_block(ctx: RunContext, module: LayerFinetuneModule, folder: Path | None = None) -> Path:
@@ -43,9 +60,7 @@ def run(cfg) -> dict[str, Any]:
     try:
         donor, tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
         surgery.check_block_index(donor, int(cfg.graft.layer), "graft.layer")
-        module = finetune_donor(ctx, donor, tokenizer)
-        save_tuned_block(ctx, module)
-        tuned = module.tuned_model()
+        tuned, _ = finetune_or_resume(ctx, donor, tokenizer)
         scores = evaluate_models(cfg, {"Tuned": tuned, "Vanilla": donor}, tokenizer, host=donor, language=False)
         table = metric_table(scores, TASK_METRICS, "Table 1: modular addition (fine-tuning only)")
         print(table)

@@ -11,7 +11,7 @@ from grafting.evaluation.tables import pipeline_markdown
 from grafting.grafted import build_grafted, save_graft, swap_donor_block_
 from grafting.run_context import RunContext
 from grafting.stages.align import align_graft, load_models
-from grafting.stages.finetune import finetune_donor, save_tuned_block
+from grafting.stages.finetune import finetune_or_resume
 
 
 def run(cfg) -> dict[str, Any]:
@@ -19,10 +19,7 @@ def run(cfg) -> dict[str, Any]:
     try:
         donor, host, tokenizer = load_models(ctx)
         layer, dest = int(cfg.graft.layer), int(cfg.graft.dest)
-        finetuned = finetune_donor(ctx, donor, tokenizer)
-        save_tuned_block(ctx, finetuned)
-        tuned_model = finetuned.tuned_model()
-        tuned_block = finetuned.tuned_block()
+        tuned_model, tuned_block = finetune_or_resume(ctx, donor, tokenizer)
 
         # original: align around the vanilla block, then swap in the tuned one; direct: tuned from the start.
         start = tuned_block if cfg.graft.strategy == "direct" else None
@@ -31,7 +28,7 @@ def run(cfg) -> dict[str, Any]:
         if cfg.graft.strategy == "original":
             swap_donor_block_(grafted, tuned_block)
         save_graft(grafted, ctx.run_dir / "graft", {"graft": OmegaConf.to_container(cfg.graft, resolve=True)},
-                   overwrite=bool(cfg.get("overwrite", False)))
+                   overwrite=bool(cfg.get("overwrite", False) or cfg.get("resume", False)))
 
         models = {"Tuned": tuned_model, "Grafted": grafted, "Vanilla": donor, "Host": host}
         scores = evaluate_models(cfg, models, tokenizer, host=host)

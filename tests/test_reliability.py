@@ -1,0 +1,64 @@
+"""Faults: a NaN loss stops the run by name and keeps the last good checkpoint; resume skips finished work."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from grafting.callbacks import FiniteLossGuard, NonFiniteLossError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Diverging(L.LightningModule):
+    def __init__(self, bad_step: int):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.bad_step = bad_step
+
+    def training_step(self, batch, batch_idx):
+        loss = (self.w * batch[0]).sum()
+        return loss * float("nan") if self.global_step >= self.bad_step else loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_nan_loss_stops_with_stage_and_step_and_keeps_checkpoint(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(64, 1)), batch_size=4)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=2)
+    trainer = L.Trainer(max_steps=20, callbacks=[FiniteLossGuard("align_pre"), checkpoint], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(NonFiniteLossError, match=r"\[align_pre\] non-finite loss nan at step 5"):
+        trainer.fit(_Diverging(bad_step=5), data)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 4 and torch.isfinite(saved["state_dict"]["w"]).all()
+
+
+def _train(args: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled")
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_resume_reads_back_finished_steps(tmp_path):
+    run_dir = tmp_path / "run"
+    first = _train(["debug=smoke", f"hydra.run.dir={run_dir}", "checkpoint_every=2"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (run_dir / "checkpoints" / "finetune" / "last.ckpt").is_file()
+    results = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").unlink()  # as if the job died during evaluation
+    stamps = {p: p.stat().st_mtime_ns for p in [run_dir / "tuned_block" / "weights.safetensors",
+                                                run_dir / "align" / "pre" / "weights.safetensors",
+                                                run_dir / "align" / "post" / "weights.safetensors"]}
+    second = _train(["debug=smoke", f"hydra.run.dir={run_dir}", "resume=true"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "finished steps were recomputed"
+    assert json.loads((run_dir / "results.json").read_text())["models"] == results["models"]
