@@ -87,7 +87,12 @@ def load_text_dataset(cfg) -> datasets.Dataset | datasets.IterableDataset:
             if not Path(f).exists():
                 raise ConfigError("dataloader.text.files", f"file {f!r} does not exist.")
         fmt = cfg.get("format") or _guess_format(files[0])
-        ds = datasets.load_dataset(fmt, data_files=files, split="train")
+        try:
+            ds = datasets.load_dataset(fmt, data_files=files, split="train")
+        except Exception as err:  # datasets' own errors do not say which config key to fix
+            raise ConfigError("dataloader.text.files", f"could not read {files} as {fmt!r}: {err}") from err
+        if len(ds) == 0:
+            raise ConfigError("dataloader.text.files", f"{files} hold no rows: the corpus is empty.")
         column = cfg.get("text_column", "text")
         if column not in ds.column_names:
             raise ConfigError("dataloader.text.text_column", f"{column!r} not in columns {ds.column_names}.")
