@@ -64,12 +64,39 @@ def score_task(outputs: list[str], answers: list[int]) -> dict[str, float]:
     }
 
 
+def _evaluate_library():
+    """The `evaluate` library, even when this repo's `evaluate.py` entry point shadows it.
+
+    From the repository root (`python -m pytest`, a notebook) `import evaluate` finds the script;
+    the library is then imported with the root left off `sys.path`.
+    """
+    import importlib
+    import sys
+    from pathlib import Path
+
+    module = sys.modules.get("evaluate")
+    if module is not None and hasattr(module, "Metric"):
+        return module
+    root = Path(__file__).resolve().parents[2]
+    saved_path, shadow = sys.path[:], sys.modules.pop("evaluate", None)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != root]
+    try:
+        return importlib.import_module("evaluate")
+    except ImportError:
+        if shadow is not None:
+            sys.modules["evaluate"] = shadow
+        raise
+    finally:
+        sys.path[:] = saved_path
+
+
 @functools.cache
 def _mod_addition_metric_class() -> type:
     # Built on first use: importing `evaluate` pulls in transformers' pipelines (~6 s), far too much
     # for callers that only need the plain functions above.
     import datasets
-    import evaluate
+
+    evaluate = _evaluate_library()
 
     class ModAdditionMetric(evaluate.Metric):
         """`evaluate` wrapper around `score_task`; build it directly, there is no hub copy to load.
