@@ -12,6 +12,7 @@ all ordered word tuples, shuffled with ``split_seed``; the first ``test_size`` a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,8 @@ class WordOrderSkill:
             raise ConfigError(f"{key}.vocab_size", f"must be in [2, {len(WORDS)}], got {self.vocab_size}.")
         if not 1 <= self.n_words <= self.vocab_size:
             raise ConfigError(f"{key}.n_words", f"must be in [1, vocab_size], got {self.n_words}.")
+        if self._count() > 1_000_000:
+            raise ConfigError(f"{key}.n_words", f"{self._count()} word tuples is too many; use fewer words.")
         if not 0 < self.test_size < self._count():
             raise ConfigError(f"{key}.test_size", f"must be in (0, {self._count()}), got {self.test_size}.")
         if "{words}" not in self.prompt_template:
@@ -62,16 +65,7 @@ class WordOrderSkill:
         return count
 
     def _tuples(self) -> list[tuple[str, ...]]:
-        words = WORDS[: self.vocab_size]
-        if self._count() > 200_000:  # sample instead of enumerating a huge product
-            rng = random.Random(self.split_seed)
-            seen: dict[tuple[str, ...], None] = {}
-            while len(seen) < 200_000:
-                seen.setdefault(tuple(rng.sample(words, self.n_words)), None)
-            return list(seen)
-        tuples = list(itertools.permutations(words, self.n_words))
-        random.Random(self.split_seed).shuffle(tuples)
-        return tuples
+        return _shuffled_tuples(self.n_words, self.vocab_size, self.split_seed)
 
     def example(self, words: Sequence[str]) -> SkillExample:
         out = list(reversed(words)) if self.mode == "reverse" else list(words)
@@ -102,6 +96,15 @@ class WordOrderSkill:
             positions += sum(g == w for g, w in zip(got, want, strict=False)) / len(want)
         n = len(outputs)
         return {"exact": exact / n, "words": positions / n, "score": (exact + positions) / (2 * n), "n": n}
+
+
+@functools.lru_cache(maxsize=8)
+def _shuffled_tuples(n_words: int, vocab_size: int, seed: int) -> list[tuple[str, ...]]:
+    """Every ordered tuple of distinct words, shuffled; cached because every split call needs it."""
+    words = WORDS[:vocab_size]
+    tuples = list(itertools.permutations(words, n_words))
+    random.Random(seed).shuffle(tuples)
+    return tuples
 
 
 def build_reverse(name: str, spec: Mapping[str, Any]) -> WordOrderSkill:

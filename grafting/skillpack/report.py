@@ -54,37 +54,41 @@ def score_table(scores: Mapping[str, Mapping[str, float]], columns: Sequence[str
     return "\n".join(lines) + "\n"
 
 
-def storage_figure(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str,
+def storage_figure(rows_by_task: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str,
                    target: tuple[float, float] | None = (10.0, 95.0)) -> Path:
-    """Scatter of % of FT gain against % of dense bytes (log x), one labelled point per method.
+    """One panel per task: % of FT gain against % of dense bytes (log x), one labelled point per method.
 
-    ``target`` = (max % bytes, min % gain) draws the acceptance region.
+    ``target`` = (max % bytes, min % gain) shades the acceptance region.
     """
     import matplotlib
 
     matplotlib.use("Agg")  # no display on clusters or CI
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for r in rows:
-        x, y = max(r["pct_dense"], 1e-3), r["pct_gain"]
-        if not math.isfinite(y):
-            continue
-        ax.scatter([x], [y], s=40, zorder=3)
-        ax.annotate(r["method"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    if target is not None:
-        ax.axvline(target[0], color="grey", ls=":", lw=1)
-        ax.axhline(target[1], color="grey", ls=":", lw=1)
-        ax.fill_between([1e-3, target[0]], target[1], 200, color="green", alpha=0.06, zorder=0)
-    ax.axhline(100, color="black", lw=0.6)
-    ax.set_xscale("log")
-    ys = [r["pct_gain"] for r in rows if math.isfinite(r["pct_gain"])]
-    ax.set_ylim(min([-5.0, *ys]) - 5, max([105.0, *ys]) + 5)
-    ax.set_xlim(min([1.0, *(r["pct_dense"] for r in rows)]) / 2, 200)
-    ax.set_xlabel("bytes on disk, % of the dense delta (log)")
-    ax.set_ylabel("% of the full fine-tune's gain kept")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
+    tasks = list(rows_by_task)
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.6 * max(1, len(tasks)), 4.6), dpi=110, squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=False):
+        rows = rows_by_task[task]
+        for r in rows:
+            x, y = max(r["pct_dense"], 1e-3), r["pct_gain"]
+            if not math.isfinite(y):
+                continue
+            ax.scatter([x], [y], s=36, zorder=3, marker="*" if r["method"].startswith("graftllm") else "o")
+            ax.annotate(r["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if target is not None:
+            ax.axvline(target[0], color="grey", ls=":", lw=1)
+            ax.axhline(target[1], color="grey", ls=":", lw=1)
+            ax.fill_between([1e-3, target[0]], target[1], 200, color="green", alpha=0.07, zorder=0)
+        ax.axhline(100, color="black", lw=0.6)
+        ax.set_xscale("log")
+        ys = [r["pct_gain"] for r in rows if math.isfinite(r["pct_gain"])]
+        ax.set_ylim(min([-5.0, *ys]) - 5, max([105.0, *ys]) + 8)
+        ax.set_xlim(min([1.0, *(r["pct_dense"] for r in rows)]) / 2, 250)
+        ax.set_xlabel("bytes on disk, % of the dense delta (log)")
+        ax.set_ylabel("% of the full fine-tune's gain kept")
+        ax.set_title(task, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

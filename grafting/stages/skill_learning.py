@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from grafting.artifacts import write_json_atomic
 from grafting.data.datasets import TaskSFTDataset, pad_collate
 from grafting.data.preference import PreferenceDataset, preference_collate
 from grafting.data.skill_tasks import SkillExample, SkillTask
@@ -73,13 +74,21 @@ def distill(ctx: RunContext, task: SkillTask, source: nn.Module, source_tokenize
     rejected = generate_continuations(target, target_tokenizer, prompts, **gen) if sk.dpo.enabled else None
     scores = evaluate_skill(source, source_tokenizer, task, int(sk.n_test), **gen)
     log.info("source on %s: %s", task.name, {k: v for k, v in scores.items() if k not in ("samples", "outputs")})
-    return Distilled(task.name, prompts, responses, rejected, strip_outputs(scores))
+    data = Distilled(task.name, prompts, responses, rejected, strip_outputs(scores))
+    # what crossed from source to target, kept with the run (text only)
+    write_json_atomic(ctx.run_dir / "distilled" / f"{task.name}.json", asdict(data))
+    return data
 
 
 def train_target(ctx: RunContext, target: nn.Module, tokenizer, data: Distilled, method: str = "full",
-                 lora_r: int = 8, lora_alpha: int | None = None, lr: float | None = None) -> SkillPackTrainModule:
-    """SFT (+ DPO if ``skill.dpo.enabled``) of a copy of ``target`` on the distilled pairs."""
+                 lora_r: int = 8, lora_alpha: int | None = None, lr: float | None = None,
+                 steps: int | None = None) -> SkillPackTrainModule:
+    """SFT (+ DPO if ``skill.dpo.enabled``) of a copy of ``target`` on the distilled pairs.
+
+    ``lr`` and ``steps`` default to ``skill.target_sft``'s (the LoRA baseline may set its own).
+    """
     sk, opt = ctx.cfg.skill, ctx.cfg.skill.target_sft
+    steps = int(steps if steps is not None else opt.steps)
     pad = tokenizer.pad_token_id
     if sk.dpo.enabled:
         if data.rejected is None:
@@ -91,11 +100,11 @@ def train_target(ctx: RunContext, target: nn.Module, tokenizer, data: Distilled,
         dataset, collate = TaskSFTDataset(examples, tokenizer, int(sk.max_length)), pad_collate(pad)
     module = SkillPackTrainModule(
         target, method=method, lr=float(lr if lr is not None else opt.lr), weight_decay=float(opt.weight_decay),
-        warmup_steps=int(opt.warmup_steps), max_steps=int(opt.steps), lora_r=lora_r,
+        warmup_steps=int(opt.warmup_steps), max_steps=steps, lora_r=lora_r,
         lora_alpha=int(lora_alpha if lora_alpha is not None else 2 * lora_r),
         dpo_weight=float(sk.dpo.weight) if sk.dpo.enabled else 0.0, dpo_beta=float(sk.dpo.beta))
     loader = _loader(dataset, collate, int(opt.batch_size), int(ctx.cfg.seed))
-    ctx.trainer(max_steps=int(opt.steps), limit_val_batches=0).fit(module, train_dataloaders=loader)
+    ctx.trainer(max_steps=steps, limit_val_batches=0).fit(module, train_dataloaders=loader)
     return module
 
 

@@ -78,7 +78,8 @@ def lora_row(ctx: RunContext, target, tokenizer, task: SkillTask, data: Distille
     targets = surgery.architecture(target).lora_targets
     rank = rank_for_bytes(budget, target, targets, str(lo.dtype))
     module = train_target(ctx, target, tokenizer, data, method="lora", lora_r=rank,
-                          lora_alpha=int(lo.alpha_over_r) * rank, lr=float(lo.lr))
+                          lora_alpha=int(lo.alpha_over_r) * rank, lr=float(lo.lr),
+                          steps=None if lo.get("steps") is None else int(lo.steps))
     pack, nbytes, _ = save_modules_as_pack(ctx, lora_pack(module.model, str(lo.dtype)), task.name, "lora",
                                            fingerprint, {"rank": rank, "budget_bytes": budget})
     scores = strip_outputs(evaluate_skill(target, tokenizer, task, packs=pack, fingerprint=fingerprint,
@@ -128,26 +129,29 @@ def run(cfg) -> dict[str, Any]:
         fingerprint = model_fingerprint(target)
         ev = eval_kwargs(cfg)
         base = {n: strip_outputs(evaluate_skill(target, tokenizer, t, **ev)) for n, t in tasks.items()}
-        main = tasks[str(sk.task)]
-        data, module = learn_skill(ctx, main, source, source_tokenizer, target, tokenizer)
-        rows, packs, full = storage_vs_quality(ctx, target, tokenizer, main, module, data, fingerprint,
-                                               base[main.name]["score"])
-        del module
-        title = f"Storage vs quality: {main.name}, target {cfg.host.name}, source {cfg.donor.name}"
-        metrics = [k for k in full if k not in ("score", "n", "samples")] + ["rel_error"]
-        markdown = storage_markdown(rows, base[main.name]["score"], full["score"], title, metrics)
+        results: dict[str, Any] = {"stage": "skillpack", "base_fingerprint": fingerprint, "base": base,
+                                   "full": {}, "source": {}, "storage": {}}
+        markdown, default_packs = "", {}
+        for name in names:
+            data, module = learn_skill(ctx, tasks[name], source, source_tokenizer, target, tokenizer)
+            results["source"][name] = data.source_scores
+            if name == names[0] or sp.table_all_skills:
+                rows, packs, full = storage_vs_quality(ctx, target, tokenizer, tasks[name], module, data,
+                                                       fingerprint, base[name]["score"])
+                results["storage"][name] = rows
+                metrics = [k for k in full if k not in ("score", "n", "samples")] + ["rel_error"]
+                markdown += storage_markdown(rows, base[name]["score"], full["score"],
+                                             f"Storage vs quality: {name}", metrics) + "\n"
+                default_packs[name] = packs[str(sp.default)]
+            else:  # only the default pack, for fusion
+                default_packs[name] = make_pack(ctx, module.delta(), name, str(sp.default), fingerprint)[0]
+                full = strip_outputs(evaluate_skill(module.tuned_model(), tokenizer, tasks[name], **ev))
+            results["full"][name] = full
+            del module
+        title = f"target {cfg.host.name}, source {cfg.donor.name}"
+        markdown = f"## SkillPacks: {title}\n\n" + markdown
         if sp.figure:
-            storage_figure(rows, ctx.run_dir / "storage_vs_quality.png", title)
-        results: dict[str, Any] = {"stage": "skillpack", "base_fingerprint": fingerprint, "storage": rows,
-                                   "base": base, "full": {main.name: full},
-                                   "source": {main.name: data.source_scores}}
-        default_packs = {main.name: packs[str(sp.default)]}
-        for name in names[1:]:  # more skills, each its own default pack, for fusion
-            d, m = learn_skill(ctx, tasks[name], source, source_tokenizer, target, tokenizer)
-            default_packs[name], nbytes, _ = make_pack(ctx, m.delta(), name, str(sp.default), fingerprint)
-            results["full"][name] = strip_outputs(evaluate_skill(m.tuned_model(), tokenizer, tasks[name], **ev))
-            results["source"][name] = d.source_scores
-            del m
+            storage_figure(results["storage"], ctx.run_dir / "storage_vs_quality.png", f"Storage vs quality ({title})")
         if len(default_packs) > 1:
             table, info = fusion(ctx, target, tokenizer, tasks, default_packs, fingerprint,
                                  {n: base[n]["score"] for n in names})
@@ -159,7 +163,8 @@ def run(cfg) -> dict[str, Any]:
             raise RuntimeError("the base target changed during the run")
         results["config"] = OmegaConf.to_container(cfg, resolve=True)
         print(markdown)
-        ctx.log_metrics({r["method"]: r["pct_gain"] for r in rows}, prefix="skillpack/pct_gain/")
+        ctx.log_metrics({f"{t}/{r['method']}": r["pct_gain"] for t, rows in results["storage"].items() for r in rows},
+                        prefix="skillpack/pct_gain/")
         ctx.save_results(results, markdown)
         return results
     finally:

@@ -1,0 +1,63 @@
+"""Stage ``skillpack`` end to end as a user runs it (debug=smoke), and its config checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import compose_config
+
+from grafting.errors import ConfigError
+from grafting.models.loading import load_model
+from grafting.skillpack.pack import model_fingerprint
+from grafting.stages.skillpack_common import check_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_skillpack_stage_smoke(tmp_path):
+    # one thread: on a shared CI core, threaded BLAS on these tiny matrices mostly spins
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "train.py", "stage=skillpack", "debug=smoke", f"paths.log_dir={tmp_path}",
+           "skill.fuse=[copy]"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Storage vs quality" in proc.stdout and "router (top-1)" in proc.stdout
+    run_dir = next(tmp_path.rglob("results.json")).parent
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["storage"]) == {"modadd", "copy"}
+    methods = {r["method"].split(" ")[0]: r for r in results["storage"]["modadd"]}
+    assert set(methods) == {"graftllm", "graftllm_small", "graftllm_maghead", "dense", "magnitude", "svd",
+                            "svd_quant", "bitdelta", "dare", "lora"}
+    assert methods["dense"]["pct_dense"] == 100.0 and methods["graftllm"]["pct_dense"] < 20
+    # every pack is on disk and bound to the fingerprint of the base target (host=tiny-random, rebuilt here)
+    cfg = compose_config(["stage=skillpack", "debug=smoke"], tmp_path)
+    fingerprint = model_fingerprint(load_model(cfg.host, "host", cfg.paths.cache_dir)[0])
+    assert results["base_fingerprint"] == fingerprint
+    for task, method in [("modadd", "graftllm"), ("modadd", "lora"), ("modadd", "dense"), ("copy", "graftllm")]:
+        manifest = json.loads((run_dir / "packs" / task / method / "manifest.json").read_text())
+        assert manifest["base_fingerprint"] == fingerprint and manifest["metadata"]["task"] == task
+    assert set(results["fusion"]["scores"]["router (top-1)"]) == {"modadd", "copy"}
+    assert (run_dir / "router" / "router.json").is_file() and (run_dir / "router" / "router.safetensors").is_file()
+    assert (run_dir / "storage_vs_quality.png").stat().st_size > 1000
+    assert len(json.loads((run_dir / "distilled" / "copy.json").read_text())["responses"]) == 32
+    assert "Storage vs quality" in (run_dir / "results.md").read_text()
+
+
+@pytest.mark.parametrize("override,key", [
+    ("skillpack.methods.graftllm.attention.method=nope", "skillpack.methods.graftllm"),
+    ("skillpack.methods.svd.mlp.rank=-1", "skillpack.methods.svd"),
+    ("skillpack.default=zip", "skillpack.default"),
+    ("skill.task=sorting", "skill.task"),
+    ("skill.tasks.copy.kind=shuffle", "skill.tasks.copy.kind"),
+    ("skill.n_train=0", "skill.n_train"),
+])
+def test_bad_skillpack_config_names_the_key(tmp_path, override, key):
+    cfg = compose_config(["stage=skillpack", "debug=smoke", override], tmp_path)
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg, [str(cfg.skill.task), "copy"])
+    assert err.value.key == key
