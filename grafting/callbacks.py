@@ -20,13 +20,13 @@ class FiniteLossGuard(L.Callback):
     def __init__(self, stage: str):
         self.stage = stage
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx):
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        # Checked before backward and the optimizer step, so the bad loss never touches the weights.
+        if not torch.isfinite(loss).all():
             raise NonFiniteLossError(
-                f"[{self.stage}] non-finite loss {loss.detach().float().item()} at step {trainer.global_step} "
-                f"(batch {batch_idx}); the last good checkpoint is kept. Lower the learning rate, "
-                "check the data, or use trainer.precision=32-true."
+                f"[{self.stage}] non-finite loss {loss.detach().float().item()} at step {trainer.global_step}; "
+                "the last good checkpoint is kept. Lower the learning rate, check the data, "
+                "or use trainer.precision=32-true."
             )
 
 
