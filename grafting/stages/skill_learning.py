@@ -49,6 +49,14 @@ def _loader(dataset, collate, batch_size: int, seed: int) -> DataLoader:
                       drop_last=len(dataset) > batch_size)
 
 
+def _fit(ctx: RunContext, module, loader: DataLoader, stage: str, steps: int) -> None:
+    """Trains with the job's Trainer; ``resume=true`` continues from ``checkpoints/<stage>/last.ckpt``."""
+    last = ctx.checkpoint_dir(stage) / "last.ckpt"
+    ckpt_path = str(last) if ctx.cfg.get("resume", False) and last.is_file() else None
+    ctx.trainer(max_steps=steps, stage=stage, limit_val_batches=0).fit(
+        module, train_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
+
+
 def train_source(ctx: RunContext, source: nn.Module, tokenizer, task: SkillTask) -> nn.Module:
     """A copy of ``source`` fully fine-tuned on the first ``skill.source_sft.n_train`` true examples."""
     sk, opt = ctx.cfg.skill, ctx.cfg.skill.source_sft
@@ -57,7 +65,7 @@ def train_source(ctx: RunContext, source: nn.Module, tokenizer, task: SkillTask)
     module = CausalLMModule(copy.deepcopy(source).float().train(), lr=float(opt.lr), weight_decay=0.0,
                             warmup_steps=int(opt.warmup_steps), max_steps=int(opt.steps))
     loader = _loader(data, pad_collate(tokenizer.pad_token_id), int(opt.batch_size), int(ctx.cfg.seed))
-    ctx.trainer(max_steps=int(opt.steps), limit_val_batches=0).fit(module, train_dataloaders=loader)
+    _fit(ctx, module, loader, f"source_{task.name}", int(opt.steps))
     return module.model.cpu().requires_grad_(False).eval()
 
 
@@ -82,10 +90,11 @@ def distill(ctx: RunContext, task: SkillTask, source: nn.Module, source_tokenize
 
 def train_target(ctx: RunContext, target: nn.Module, tokenizer, data: Distilled, method: str = "full",
                  lora_r: int = 8, lora_alpha: int | None = None, lr: float | None = None,
-                 steps: int | None = None) -> SkillPackTrainModule:
+                 steps: int | None = None, phase: str = "target") -> SkillPackTrainModule:
     """SFT (+ DPO if ``skill.dpo.enabled``) of a copy of ``target`` on the distilled pairs.
 
-    ``lr`` and ``steps`` default to ``skill.target_sft``'s (the LoRA baseline may set its own).
+    ``lr`` and ``steps`` default to ``skill.target_sft``'s (the LoRA baseline may set its own);
+    ``phase`` names the checkpoint folder ``<phase>_<task>``.
     """
     sk, opt = ctx.cfg.skill, ctx.cfg.skill.target_sft
     steps = int(steps if steps is not None else opt.steps)
@@ -104,7 +113,7 @@ def train_target(ctx: RunContext, target: nn.Module, tokenizer, data: Distilled,
         lora_alpha=int(lora_alpha if lora_alpha is not None else 2 * lora_r),
         dpo_weight=float(sk.dpo.weight) if sk.dpo.enabled else 0.0, dpo_beta=float(sk.dpo.beta))
     loader = _loader(dataset, collate, int(opt.batch_size), int(ctx.cfg.seed))
-    ctx.trainer(max_steps=steps, limit_val_batches=0).fit(module, train_dataloaders=loader)
+    _fit(ctx, module, loader, f"{phase}_{data.task}", steps)
     return module
 
 

@@ -79,7 +79,7 @@ def lora_row(ctx: RunContext, target, tokenizer, task: SkillTask, data: Distille
     rank = rank_for_bytes(budget, target, targets, str(lo.dtype))
     module = train_target(ctx, target, tokenizer, data, method="lora", lora_r=rank,
                           lora_alpha=int(lo.alpha_over_r) * rank, lr=float(lo.lr),
-                          steps=None if lo.get("steps") is None else int(lo.steps))
+                          steps=None if lo.get("steps") is None else int(lo.steps), phase="lora")
     pack, nbytes, _ = save_modules_as_pack(ctx, lora_pack(module.model, str(lo.dtype)), task.name, "lora",
                                            fingerprint, {"rank": rank, "budget_bytes": budget})
     scores = strip_outputs(evaluate_skill(target, tokenizer, task, packs=pack, fingerprint=fingerprint,

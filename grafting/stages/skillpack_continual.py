@@ -53,7 +53,7 @@ def continual(ctx: RunContext, target: torch.nn.Module, tokenizer, source: torch
         right_after[name] = scored[name]
         pack_steps[f"after {name}"] = {n: s["score"] for n, s in scored.items()}
         # the baseline keeps training the same model: A -> B -> C
-        sequential = train_target(ctx, sequential, tokenizer, data).tuned_model()
+        sequential = train_target(ctx, sequential, tokenizer, data, phase="sequential").tuned_model()
         seq_steps[f"after {name}"] = {n: evaluate_skill(sequential, tokenizer, tasks[n], **ev)["score"]
                                       for n in names}
         log.info("after %s: packs %s, sequential %s", name, pack_steps[f"after {name}"], seq_steps[f"after {name}"])
