@@ -9,7 +9,9 @@ comes from a Hydra config::
     "dense"                                          # or just a name
 
 The default, :data:`DEFAULT_POLICY`, is GraftLLM's scheme. The numbers (alpha, rank, beta) are our
-choice; the paper's exact values are tuned per model and not all published.
+choice; the paper's exact values are tuned per model and not all published. The SkillPack stages
+take their policies from ``conf/skillpack/default.yaml``, whose ``graftllm`` entry is tuned for the
+tiny offline models (smaller ranks, SVD on lm_head).
 """
 
 from __future__ import annotations

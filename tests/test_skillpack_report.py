@@ -1,0 +1,28 @@
+"""Storage-vs-quality rows, tables and the figure."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from grafting.skillpack.report import gain_kept, score_table, storage_figure, storage_markdown, storage_row
+
+
+def test_gain_kept_is_the_share_of_the_fine_tunes_gain():
+    assert gain_kept(0.55, base=0.1, full=1.0) == pytest.approx(50.0)
+    assert gain_kept(0.1, base=0.1, full=1.0) == 0.0 and gain_kept(1.0, base=0.1, full=1.0) == 100.0
+    assert math.isnan(gain_kept(0.5, base=0.3, full=0.3))  # fine-tuning gained nothing: no ratio
+
+
+def test_rows_table_and_figure(tmp_path):
+    rows = [storage_row("dense", 1000, 1000, 0.9, 0.1, 0.9), storage_row("graftllm", 40, 1000, 0.88, 0.1, 0.9),
+            storage_row("magnitude", 90, 1000, 0.1, 0.1, 0.9)]
+    assert rows[1]["pct_dense"] == 4.0 and rows[1]["pct_gain"] == pytest.approx(97.5)
+    md = storage_markdown(rows, 0.1, 0.9, "T")
+    lines = [line for line in md.splitlines() if line.startswith("| ") and "method" not in line]
+    assert [line.split(" | ")[0] for line in lines] == ["| graftllm", "| magnitude", "| dense"]  # by size
+    assert "| 4.00 |" in md and "97.5" in md
+    assert "| a | 0.500 | nan |" in score_table({"a": {"x": 0.5}}, ["x", "y"], "S")
+    png = storage_figure({"task": rows}, tmp_path / "f.png", "title")
+    assert png.read_bytes()[:4] == b"\x89PNG"
