@@ -8,6 +8,19 @@ import lightning as L
 import torch
 
 
+def with_warmup_cosine(opt: torch.optim.Optimizer, warmup_steps: int, max_steps: int) -> dict:
+    """Lightning optimizer config: linear warm-up, then cosine decay to 10% of the peak rate, per step."""
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 class CausalLMModule(L.LightningModule):
     """Trains every weight of ``model`` with next-token loss; AdamW with linear warm-up then cosine decay."""
 
@@ -32,15 +45,7 @@ class CausalLMModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-
-        def schedule(step: int) -> float:
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return with_warmup_cosine(opt, self.warmup_steps, self.max_steps)
 
 
 @torch.no_grad()

@@ -13,7 +13,6 @@ The model passed in is never modified: the module trains a copy.
 from __future__ import annotations
 
 import copy
-import math
 
 import lightning as L
 import torch
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from grafting import surgery
 from grafting.data.datasets import IGNORE
 from grafting.errors import ConfigError
+from grafting.modules.causal_lm import with_warmup_cosine
 from grafting.skillpack.delta import compute_delta
 
 METHODS = ("full", "lora")
@@ -110,15 +110,7 @@ class SkillPackTrainModule(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-
-        def schedule(step: int) -> float:
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return with_warmup_cosine(opt, self.warmup_steps, self.max_steps)
 
     def delta(self) -> dict[str, Tensor]:
         """``θ* − θ`` (float32, CPU) for every weight training changed; full fine-tuning only."""
