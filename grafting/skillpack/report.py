@@ -56,7 +56,7 @@ def score_table(scores: Mapping[str, Mapping[str, float]], columns: Sequence[str
 
 def storage_figure(rows_by_task: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str,
                    target: tuple[float, float] | None = (10.0, 95.0)) -> Path:
-    """One panel per task: % of FT gain against % of dense bytes (log x), one labelled point per method.
+    """One panel per task: % of FT gain against % of dense bytes (log x); one colour per method, shared legend.
 
     ``target`` = (max % bytes, min % gain) shades the acceptance region.
     """
@@ -66,15 +66,22 @@ def storage_figure(rows_by_task: Mapping[str, Sequence[Mapping[str, Any]]], path
     import matplotlib.pyplot as plt
 
     tasks = list(rows_by_task)
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.6 * max(1, len(tasks)), 4.6), dpi=110, squeeze=False)
+    # one colour per method across panels: points at 100% overlap, so a legend beats labels
+    methods = list(dict.fromkeys(r["method"].split(" ")[0] for rows in rows_by_task.values() for r in rows))
+    colours = {m: plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")(i) for i, m in enumerate(methods)}
+    n = max(1, len(tasks))
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n + 1.8, 4.2), dpi=110, squeeze=False)
+    handles: dict[str, Any] = {}
     for ax, task in zip(axes[0], tasks, strict=False):
         rows = rows_by_task[task]
         for r in rows:
             x, y = max(r["pct_dense"], 1e-3), r["pct_gain"]
             if not math.isfinite(y):
                 continue
-            ax.scatter([x], [y], s=36, zorder=3, marker="*" if r["method"].startswith("graftllm") else "o")
-            ax.annotate(r["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            key = r["method"].split(" ")[0]
+            handles[key] = ax.scatter([x], [y], s=70 if key.startswith("graftllm") else 40, zorder=3,
+                                      color=colours[key], marker="*" if key.startswith("graftllm") else "o",
+                                      edgecolors="black", linewidths=0.4, label=key)
         if target is not None:
             ax.axvline(target[0], color="grey", ls=":", lw=1)
             ax.axhline(target[1], color="grey", ls=":", lw=1)
@@ -82,14 +89,15 @@ def storage_figure(rows_by_task: Mapping[str, Sequence[Mapping[str, Any]]], path
         ax.axhline(100, color="black", lw=0.6)
         ax.set_xscale("log")
         ys = [r["pct_gain"] for r in rows if math.isfinite(r["pct_gain"])]
-        ax.set_ylim(min([-5.0, *ys]) - 5, max([105.0, *ys]) + 8)
+        ax.set_ylim(min([-5.0, *ys]) - 5, max([105.0, *ys]) + 5)
         ax.set_xlim(min([1.0, *(r["pct_dense"] for r in rows)]) / 2, 250)
         ax.set_xlabel("bytes on disk, % of the dense delta (log)")
         ax.set_ylabel("% of the full fine-tune's gain kept")
         ax.set_title(task, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
+    fig.legend(handles=list(handles.values()), loc="center right", fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 1.7 / (4.8 * n + 1.8), 1))
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)
