@@ -2,6 +2,8 @@
 
 Flow: ``compute_delta`` -> ``compress_delta`` (module-aware policy) -> ``save_pack`` / ``load_pack``
 -> ``apply_packs_`` / ``unload_`` (or the ``applied`` context manager). See METHODS.md §2.
+Also here, imported from their modules: ``router`` (per-prompt top-1 pack choice), ``lora`` (LoRA
+factors as a pack: the equal-size baseline) and ``report`` (storage-vs-quality tables and figure).
 """
 
 from grafting.skillpack.apply import applied, apply_packs_, fuse_sum, unload_
