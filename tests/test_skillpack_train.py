@@ -81,7 +81,8 @@ def test_dpo_step_raises_the_chosen_margin(tokenizer):
     start = margin()
     _steps(module, [batch] * 4)
     assert margin() > start
-    assert float(module._dpo(batch)) < math.log(2)
+    with torch.no_grad():
+        assert float(module._dpo(batch)) < math.log(2)
 
 
 def test_preference_pairs_drop_equal_answers(tokenizer):
