@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +105,35 @@ def load_tensors_with_manifest(folder: str | Path) -> tuple[dict[str, torch.Tens
             raise ArtifactError(f"{path} is corrupt: sha256 {actual[:12]}… != manifest {expected[:12]}….")
         tensors.update(load_file(path))
     return tensors, manifest
+
+
+# --------------------------------------------------------------------------------------- fingerprints
+
+# Config keys that change between environments without changing the weights.
+_VOLATILE_CONFIG_KEYS = ("transformers_version", "dtype", "torch_dtype")
+
+
+def state_fingerprint(state_dict: Mapping[str, torch.Tensor], config_dict: Mapping[str, Any] | None = None) -> str:
+    """sha256 over parameter names, dtypes, shapes and bytes (sorted by name) and the config JSON.
+
+    Config keys starting with ``_`` and ``transformers_version``/``dtype`` are ignored: they vary
+    with the environment, and the tensors' dtypes are already hashed.
+    """
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        raw = t.reshape(-1).view(torch.uint8).numpy()
+        h.update(len(raw).to_bytes(8, "little"))
+        h.update(memoryview(raw))
+    config = {k: v for k, v in dict(config_dict or {}).items()
+              if not str(k).startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """:func:`state_fingerprint` of ``model.state_dict()`` and ``model.config`` (if it has one)."""
+    config = getattr(model, "config", None)
+    config_dict = config.to_dict() if hasattr(config, "to_dict") else None
+    return state_fingerprint(model.state_dict(), config_dict)

@@ -12,13 +12,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from grafting import surgery
-from grafting.artifacts import load_tensors_with_manifest, write_json_atomic, write_text_atomic
+from grafting.artifacts import write_json_atomic, write_text_atomic
 from grafting.errors import ConfigError
 from grafting.evaluation.suite import evaluate_models
 from grafting.evaluation.tables import pipeline_markdown
 from grafting.grafted import build_grafted, load_graft_
 from grafting.models.loading import load_model
 from grafting.run_context import RESULTS
+from grafting.stages.finetune import load_tuned_block
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,8 @@ def rebuild_pipeline_models(run_cfg: DictConfig, run_dir: Path, cache_dir: str) 
     donor, tokenizer = load_model(run_cfg.donor, "donor", cache_dir)
     host, _ = load_model(run_cfg.host, "host", cache_dir)
     layer, dest = int(run_cfg.graft.layer), int(run_cfg.graft.dest)
-    tensors, _ = load_tensors_with_manifest(run_dir / "tuned_block")
     tuned = copy.deepcopy(donor)
-    surgery.get_blocks(tuned)[layer].load_state_dict(tensors)
+    surgery.get_blocks(tuned)[layer] = load_tuned_block(run_dir / "tuned_block", donor, layer)
     grafted = build_grafted(host, donor, layer, dest, run_cfg.graft.translator)
     load_graft_(grafted, run_dir / "graft")
     return {"Tuned": tuned, "Grafted": grafted, "Vanilla": donor, "Host": host}, tokenizer, host

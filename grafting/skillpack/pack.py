@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import safetensors.torch
-import torch
 from torch import Tensor
 
+from grafting.artifacts import model_fingerprint, state_fingerprint  # noqa: F401  (re-exported)
 from grafting.skillpack.compressors import CompressedTensor, decompress
 
 FORMAT = "grafting-skillpack"
@@ -84,36 +84,7 @@ class SkillPack:
         return {name: decompress(c) for name, c in self.modules.items()}
 
 
-# --------------------------------------------------------------------------------------- fingerprints
-
-# Config keys that change between environments without changing the weights.
-_VOLATILE_CONFIG_KEYS = ("transformers_version", "dtype", "torch_dtype")
-
-
-def state_fingerprint(state_dict: Mapping[str, Tensor], config_dict: Mapping[str, Any] | None = None) -> str:
-    """sha256 over parameter names, dtypes, shapes and bytes (sorted by name) and the config JSON.
-
-    Config keys starting with ``_`` and ``transformers_version``/``dtype`` are ignored: they vary
-    with the environment, and the tensors' dtypes are already hashed.
-    """
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        raw = t.reshape(-1).view(torch.uint8).numpy()
-        h.update(len(raw).to_bytes(8, "little"))
-        h.update(memoryview(raw))
-    config = {k: v for k, v in dict(config_dict or {}).items()
-              if not str(k).startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """:func:`state_fingerprint` of ``model.state_dict()`` and ``model.config`` (if it has one)."""
-    config = getattr(model, "config", None)
-    config_dict = config.to_dict() if hasattr(config, "to_dict") else None
-    return state_fingerprint(model.state_dict(), config_dict)
+# Fingerprints live in grafting.artifacts (tuned blocks use them too); re-exported here.
 
 
 # ---------------------------------------------------------------------------------------------- save

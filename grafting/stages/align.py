@@ -9,11 +9,12 @@ from omegaconf import OmegaConf
 
 from grafting.artifacts import load_tensors_with_manifest, save_tensors_with_manifest
 from grafting.data.datamodule import build_datamodule
-from grafting.errors import ArtifactError, ConfigError
+from grafting.errors import ConfigError
 from grafting.grafted import build_grafted, save_graft, validate_graft
 from grafting.models.loading import load_model, same_tokenizer
 from grafting.modules.translator_align import PHASES, TranslatorAlignModule
 from grafting.run_context import RunContext
+from grafting.stages.finetune import load_tuned_block
 
 
 def load_models(ctx: RunContext):
@@ -62,21 +63,6 @@ def align_graft(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[str, A
                                    {"kind": "translator", "phase": phase, "history": history[phase]}, overwrite=True)
     ctx.log_metrics({f"{p}/{k}": v for p, h in history.items() for k, v in h.items()}, prefix="align/")
     return history
-
-
-def load_tuned_block(folder: str, donor, layer: int):
-    """The donor's block ``layer`` with the weights of a tuned block saved by stage ``finetune``."""
-    import copy
-
-    from grafting import surgery
-
-    tensors, manifest = load_tensors_with_manifest(folder)
-    if manifest.get("kind") != "tuned_block" or manifest.get("layer") != layer:
-        raise ArtifactError(f"{folder}: expected a tuned block of layer {layer}, manifest says "
-                            f"kind={manifest.get('kind')!r} layer={manifest.get('layer')!r}.")
-    block = copy.deepcopy(surgery.get_blocks(donor)[layer])
-    block.load_state_dict(tensors)
-    return block
 
 
 def run(cfg) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +14,21 @@ import torch
 from omegaconf import OmegaConf
 
 from grafting import surgery
-from grafting.artifacts import save_tensors_with_manifest
+from grafting.artifacts import (
+    atomic_dir,
+    load_tensors_with_manifest,
+    model_fingerprint,
+    save_tensors_with_manifest,
+)
 from grafting.data.datamodule import build_datamodule
+from grafting.errors import ArtifactError
 from grafting.evaluation.suite import evaluate_models
 from grafting.evaluation.tables import TASK_METRICS, metric_table
 from grafting.models.loading import load_model
 from grafting.modules.layer_finetune import LayerFinetuneModule
 from grafting.run_context import RunContext
+
+log = logging.getLogger(__name__)
 
 
 def finetune_donor(ctx: RunContext, donor, tokenizer) -> LayerFinetuneModule:
@@ -32,27 +44,88 @@ def finetune_donor(ctx: RunContext, donor, tokenizer) -> LayerFinetuneModule:
 
 
 def finetune_or_resume(ctx: RunContext, donor, tokenizer) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """``(tuned model, tuned block)``: trained now, or, with ``resume=true``, read back from a finished save."""
+    """``(tuned model, tuned block)``: read back or trained now.
+
+    Read back from ``<run>/tuned_block`` with ``resume=true``, or from the shared cache with
+    ``finetune.cache=true`` (a sweep of alignment ablations fine-tunes each donor layer once per seed).
+    """
+    layer = int(ctx.cfg.graft.layer)
     folder = ctx.run_dir / "tuned_block"
+    cached = tuned_block_cache_path(ctx, donor) if ctx.cfg.finetune.get("cache", False) else None
     if ctx.cfg.get("resume", False) and (folder / "manifest.json").is_file():
-        from grafting.stages.align import load_tuned_block
+        source = folder
+    elif cached is not None and (cached / "manifest.json").is_file():
+        log.info("tuned block from the cache: %s", cached)
+        source = cached
+    else:
+        module = finetune_donor(ctx, donor, tokenizer)
+        save_tuned_block(ctx, module, base=donor)
+        if cached is not None:
+            _copy_quietly(folder, cached)
+        return module.tuned_model(), module.tuned_block()
+    block = load_tuned_block(str(source), donor, layer)
+    if source != folder:
+        with atomic_dir(folder, overwrite=bool(ctx.cfg.get("overwrite", False))) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+    tuned = copy.deepcopy(donor)
+    surgery.get_blocks(tuned)[layer] = block
+    return tuned.eval(), block
 
-        block = load_tuned_block(str(folder), donor, int(ctx.cfg.graft.layer))
-        tuned = copy.deepcopy(donor)
-        surgery.get_blocks(tuned)[int(ctx.cfg.graft.layer)] = block
-        return tuned.eval(), block
-    module = finetune_donor(ctx, donor, tokenizer)
-    save_tuned_block(ctx, module)
-    return module.tuned_model(), module.tuned_block()
+
+def tuned_block_cache_path(ctx: RunContext, donor) -> Path:
+    """``<cache>/tuned_blocks/<key>``: the key hashes the donor's weights and everything that shapes training."""
+    cfg = ctx.cfg
+    payload = {"donor": model_fingerprint(donor), "layer": int(cfg.graft.layer), "seed": int(cfg.seed),
+               "finetune": {k: v for k, v in OmegaConf.to_container(cfg.finetune, resolve=True).items()
+                            if k != "cache"},
+               "task": OmegaConf.to_container(cfg.task, resolve=True), "trainer": _numerics(cfg)}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return ctx.cache_dir / "tuned_blocks" / key
 
 
-def save_tuned_block(ctx: RunContext, module: LayerFinetuneModule, folder: Path | None = None) -> Path:
+def _numerics(cfg) -> dict[str, Any]:
+    """The trainer settings that change the trained numbers (precision, accelerator)."""
+    trainer = cfg.get("trainer") or {}
+    return {k: str(trainer.get(k)) for k in ("precision", "accelerator") if k in trainer}
+
+
+def _copy_quietly(source: Path, cached: Path) -> None:
+    """Put a freshly tuned block in the cache; another job of the sweep may have done it first."""
+    try:
+        with atomic_dir(cached) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+    except ArtifactError:
+        pass  # already cached by a concurrent job: same key, same numbers
+
+
+def save_tuned_block(ctx: RunContext, module: LayerFinetuneModule, folder: Path | None = None,
+                     base: torch.nn.Module | None = None) -> Path:
+    """Save the tuned block; its manifest names the donor and, with ``base``, fingerprints the donor's weights."""
     block = module.tuned_block()
     manifest = {"kind": "tuned_block", "layer": module.layer, "method": module.method,
+                "base_fingerprint": model_fingerprint(base) if base is not None else None,
                 "donor": OmegaConf.to_container(ctx.cfg.donor, resolve=True),
                 "finetune": OmegaConf.to_container(ctx.cfg.finetune, resolve=True)}
     return save_tensors_with_manifest(folder or ctx.run_dir / "tuned_block", block.state_dict(), manifest,
                                       overwrite=bool(ctx.cfg.get("overwrite", False)))
+
+
+def load_tuned_block(folder: str | Path, donor, layer: int) -> torch.nn.Module:
+    """The donor's block ``layer`` with the weights saved by :func:`save_tuned_block`.
+
+    Every file's sha256 is checked first, and the manifest's layer and donor fingerprint must match.
+    """
+    tensors, manifest = load_tensors_with_manifest(folder)
+    if manifest.get("kind") != "tuned_block" or manifest.get("layer") != layer:
+        raise ArtifactError(f"{folder}: expected a tuned block of layer {layer}, manifest says "
+                            f"kind={manifest.get('kind')!r} layer={manifest.get('layer')!r}.")
+    expected = manifest.get("base_fingerprint")
+    if expected is not None and expected != model_fingerprint(donor):
+        raise ArtifactError(f"{Path(folder) / 'manifest.json'}: this tuned block was trained on another donor "
+                            f"(base_fingerprint {expected[:12]}… does not match the loaded donor).")
+    block = copy.deepcopy(surgery.get_blocks(donor)[layer])
+    block.load_state_dict(tensors)
+    return block
 
 
 def run(cfg) -> dict[str, Any]:

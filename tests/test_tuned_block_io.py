@@ -1,0 +1,89 @@
+"""Tuned blocks on disk: verified before use (sha256, layer, donor fingerprint) and shared through the cache."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import tiny_model
+from omegaconf import OmegaConf
+
+from grafting import surgery
+from grafting.errors import ArtifactError
+from grafting.modules.layer_finetune import LayerFinetuneModule
+from grafting.stages.finetune import load_tuned_block, save_tuned_block
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A tuned block of layer 1 (one SGD step away from the donor's), saved with its donor's fingerprint."""
+    donor = tiny_model()
+    module = LayerFinetuneModule(donor, layer=1, method="full", lr=1e-2)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    ctx = SimpleNamespace(cfg=OmegaConf.create({"donor": {"name": "tiny"}, "finetune": {"method": "full"}}),
+                          run_dir=tmp_path)
+    folder = save_tuned_block(ctx, module, tmp_path / "tuned_block", base=donor)
+    return donor, module, folder
+
+
+def test_round_trip_equals_the_trained_block(saved):
+    donor, module, folder = saved
+    block = load_tuned_block(folder, donor, 1)
+    expected = module.tuned_block().state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in block.state_dict().items())
+    original = surgery.get_blocks(donor)[1].state_dict()
+    assert any(not torch.equal(v, original[k]) for k, v in block.state_dict().items())
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_weights_name_the_file(saved, damage):
+    donor, _, folder = saved
+    weights = folder / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"weights\.safetensors is corrupt"):
+        load_tuned_block(folder, donor, 1)
+
+
+def test_other_donor_is_refused(saved):
+    _, _, folder = saved
+    with pytest.raises(ArtifactError, match=r"manifest\.json.*another donor"):
+        load_tuned_block(folder, tiny_model(seed=1), 1)
+
+
+def test_wrong_layer_is_refused(saved):
+    donor, _, folder = saved
+    with pytest.raises(ArtifactError, match="expected a tuned block of layer 0"):
+        load_tuned_block(folder, donor, 0)
+
+
+def test_finetune_cache_is_reused_across_runs(tmp_path):
+    """Two jobs with finetune.cache=true and the same seed: the second reads the first's block, trains nothing."""
+    env = dict(os.environ, WANDB_MODE="disabled", GRAFTING_CACHE_DIR=str(tmp_path / "cache"))
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        done = subprocess.run([sys.executable, "train.py", "stage=finetune", "debug=smoke", "finetune.cache=true",
+                               f"hydra.run.dir={run}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert (runs[0] / "checkpoints" / "finetune").is_dir()
+    assert not (runs[1] / "checkpoints" / "finetune").exists(), "the second job fine-tuned again"
+    cached = list((tmp_path / "cache" / "tuned_blocks").iterdir())
+    assert len(cached) == 1
+    a, b = (json.loads((r / "tuned_block" / "manifest.json").read_text())["files"] for r in runs)
+    assert a == b  # same sha256: the same bytes
+    scores = [json.loads((r / "results.json").read_text())["models"]["Tuned"] for r in runs]
+    assert scores[0] == scores[1]
