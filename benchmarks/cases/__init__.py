@@ -1,0 +1,1 @@
+"""One file per row of the benchmark table; each has ``run(settings) -> list[Measurement]``."""

@@ -1,0 +1,84 @@
+"""(a) Framework overhead: a Lightning alignment step against a bare PyTorch loop doing the same math.
+
+Both drive the same ``TranslatorAlignModule.loss`` and Adam on the same batches. The figure is the
+steady-state time per step (wall time between the starts of consecutive steps, after a warm-up), so
+it includes data loading, logging, hooks and the optimizer, but not the one-off cost of ``fit``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import lightning as L
+import torch
+
+from benchmarks.common import Settings, random_batch, random_model, ratio, sync
+from benchmarks.result import Measurement
+from grafting.grafted import build_grafted
+from grafting.modules.translator_align import TranslatorAlignModule
+
+WARMUP = 3
+
+
+class _StepClock(L.Callback):
+    def __init__(self, device: torch.device):
+        self.device, self.starts = device, []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        sync(self.device)
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer, module) -> None:
+        sync(self.device)
+        self.starts.append(time.perf_counter())
+
+
+def _per_step(starts: list[float]) -> float:
+    steady = starts[WARMUP:]
+    return (steady[-1] - steady[0]) / (len(steady) - 1)
+
+
+def lightning_step(module: TranslatorAlignModule, batches: list, device: torch.device) -> float:
+    clock = _StepClock(device)
+    trainer = L.Trainer(max_steps=len(batches), accelerator=device.type, devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[clock])
+    trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
+    return _per_step(clock.starts)
+
+
+def bare_step(module: TranslatorAlignModule, batches: list, device: torch.device) -> float:
+    optimizer = module.configure_optimizers()
+    starts = []
+    for batch in batches:
+        sync(device)
+        starts.append(time.perf_counter())
+        loss = module.loss(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    sync(device)
+    starts.append(time.perf_counter())
+    return _per_step(starts)
+
+
+def run(s: Settings) -> list[Measurement]:
+    donor = random_model(s.small_model, s.device, seed=0)
+    host = random_model(s.small_model, s.device, seed=1)
+    layer = 1
+    grafted = build_grafted(host, donor, layer, layer, "linear").to(s.device)
+    steps, batch, seq = (8, 4, 32) if s.quick else (25, 8, 128)
+    batches = [random_batch(host, batch, seq, s.device, seed=i) for i in range(steps)]
+    out = []
+    for phase in ("pre", "post"):
+        module = TranslatorAlignModule(grafted, host, donor, layer, phase)
+        lit, bare = [], []
+        for _ in range(s.repeats):  # alternate, so slow drifts of the machine hit both
+            lit.append(lightning_step(module, batches, s.device))
+            bare.append(bare_step(module, batches, s.device))
+        lit_s, bare_s = statistics.median(lit), statistics.median(bare)
+        out.append(Measurement("a", f"alignment step, phase {phase}, block {layer} ({s.small_model}, {batch}x{seq} tokens)",
+                               "Lightning Trainer", lit_s, "bare PyTorch loop", bare_s,
+                               ratio=ratio(lit_s, bare_s), floor=1.10, higher_is_better=False))
+    return out
