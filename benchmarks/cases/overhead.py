@@ -68,7 +68,7 @@ def run(s: Settings) -> list[Measurement]:
     host = random_model(s.small_model, s.device, seed=1)
     layer = 1
     grafted = build_grafted(host, donor, layer, layer, "linear").to(s.device)
-    steps, batch, seq = (8, 4, 32) if s.quick else (25, 8, 128)
+    steps, batch, seq = (8, 4, 32) if s.quick else (25, 32, 64)  # the alignment dataloader's default batch
     batches = [random_batch(host, batch, seq, s.device, seed=i) for i in range(steps)]
     out = []
     for phase in ("pre", "post"):
