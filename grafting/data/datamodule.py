@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from grafting.data.corpus import load_text_dataset
 from grafting.data.datasets import MixedDataset, TaskSFTDataset, TextChunkDataset, pad_collate
@@ -12,6 +17,7 @@ from grafting.data.modular import task_from_config
 from grafting.errors import ConfigError
 
 KINDS = ("mod", "text", "mixed")
+log = logging.getLogger(__name__)
 
 
 def split_texts(texts: list[str], split: str, val_every: int = 20) -> list[str]:
@@ -56,8 +62,68 @@ def build_dataset(loader_cfg, task_cfg, tokenizer, split: str, seed: int = 0) ->
     return MixedDataset(task_ds(), text_ds(), float(loader_cfg.mix_ratio), seed=seed)
 
 
+class ResumableSampler(DistributedSampler):
+    """Seeded shuffling, split across processes and resumable in the middle of an epoch.
+
+    Epoch ``e`` visits one permutation of the dataset, the same in every process: the one that a
+    ``DataLoader(shuffle=True, generator=Generator().manual_seed(seed))`` yields in its ``e``-th pass
+    (so single-process runs keep the numbers they had before this sampler existed). Process ``r`` of ``N`` takes ``perm[r::N]`` (padded to a multiple of ``N`` as
+    ``DistributedSampler`` does), so ``N`` processes with batch ``B`` see, step for step, the ``N*B``
+    samples one process with batch ``N*B`` sees.
+
+    ``skip(n)`` drops the first ``n`` samples of the epoch's permutation (all processes together)
+    from the next iterator only: a run resumed from a mid-epoch checkpoint goes on with the batches
+    it had not trained on yet. ``len()`` stays the full epoch so Lightning's batch counters, restored
+    from the checkpoint, still line up.
+
+    Being a ``DistributedSampler`` tells Lightning (``use_distributed_sampler``) that the data is
+    already split: it does not inject a sampler of its own.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0, num_replicas: int = 1, rank: int = 0, shuffle: bool = True):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self._start = 0
+        self._generator: torch.Generator | None = None
+        self._generator_epoch = -1  # the epoch whose permutation was drawn last from _generator
+
+    def skip(self, samples: int) -> None:
+        self._start = max(0, int(samples))
+
+    def permutation(self, epoch: int) -> list[int]:
+        """The order of epoch ``epoch`` (all processes), before padding."""
+        n = len(self.dataset)
+        if not self.shuffle:
+            return list(range(n))
+        if self._generator is None or epoch <= self._generator_epoch:
+            self._generator = torch.Generator().manual_seed(self.seed)
+            self._generator_epoch = -1
+        while True:  # epochs are drawn in order from one generator, cached across calls
+            # The draws of one pass of a shuffling DataLoader: its iterator's base seed, the permutation,
+            # and the empty tail RandomSampler draws once the permutation is exhausted.
+            torch.empty((), dtype=torch.int64).random_(generator=self._generator)
+            perm = torch.randperm(n, generator=self._generator)
+            torch.randperm(n, generator=self._generator)
+            self._generator_epoch += 1
+            if self._generator_epoch == epoch:
+                return perm.tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.permutation(self.epoch)
+        padding = self.total_size - len(indices)
+        if padding > 0:
+            indices += (indices * (padding // len(indices) + 1))[:padding]
+        start, self._start = self._start, 0
+        return iter(indices[start + self.rank:self.total_size:self.num_replicas])
+
+
 class GraftingDataModule(L.LightningDataModule):
-    """Wraps a train and a validation dataset; shuffling is seeded so runs are reproducible."""
+    """Wraps a train and a validation dataset; shuffling is seeded so runs are reproducible.
+
+    Distributed (``trainer=ddp``): every process gets ``batch_size`` samples per step, so the
+    global batch is ``world_size * batch_size`` (see :class:`ResumableSampler`). The position in the
+    epoch is saved in Lightning checkpoints (``state_dict``), so a run resumed from ``last.ckpt``
+    continues with the same batches an uninterrupted run would have seen.
+    """
 
     def __init__(self, train: Dataset, val: Dataset | None, pad_id: int, batch_size: int, seed: int = 0,
                  num_workers: int = 0):
@@ -65,16 +131,56 @@ class GraftingDataModule(L.LightningDataModule):
         self.train, self.val = train, val
         self.collate = pad_collate(pad_id)
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self._sampler: ResumableSampler | None = None
+        self._resume: dict[str, Any] | None = None
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (1, 0) if trainer is None else (int(trainer.world_size), int(trainer.global_rank))
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True, generator=generator,
-                          collate_fn=self.collate, num_workers=self.num_workers, drop_last=len(self.train) > self.batch_size)
+        world, rank = self._world()
+        sampler = ResumableSampler(self.train, self.seed, num_replicas=world, rank=rank)
+        drop_last = len(sampler) > self.batch_size
+        if self._resume is not None:
+            state, self._resume = self._resume, None
+            epoch, samples = int(state["epoch"]), int(state["samples"])
+            per_epoch = (len(sampler) // self.batch_size if drop_last else -(-len(sampler) // self.batch_size))
+            if samples >= per_epoch * self.batch_size * world:  # saved at the end of an epoch: the next one
+                epoch, samples = epoch + 1, 0
+            if (state.get("world_size"), state.get("batch_size")) != (world, self.batch_size):
+                log.warning("resuming with %d process(es) x batch %d, the checkpoint was written with %s x %s: "
+                            "no sample is repeated or skipped, but the batches differ from an uninterrupted run.",
+                            world, self.batch_size, state.get("world_size"), state.get("batch_size"))
+            sampler.set_epoch(epoch)  # Lightning sets it too, but only after it has drawn the first batch
+            sampler.skip(samples)
+        self._sampler = sampler
+        # the generator only seeds worker processes; it keeps the global RNG untouched, as before
+        return DataLoader(self.train, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,
+                          num_workers=self.num_workers, drop_last=drop_last,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val is None:
             return []
         return DataLoader(self.val, batch_size=self.batch_size, collate_fn=self.collate, num_workers=self.num_workers)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training is in the epoch: saved by Lightning in every checkpoint of a ``fit``."""
+        trainer = self.trainer
+        if self._sampler is None or trainer is None:
+            return {}
+        batches = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        world, _ = self._world()
+        return {"train_sampler": {"seed": self.seed, "epoch": int(self._sampler.epoch), "world_size": world,
+                                  "batch_size": self.batch_size, "samples": batches * self.batch_size * world}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Called by Lightning before ``train_dataloader`` when a fit resumes from a checkpoint."""
+        self._resume = state_dict.get("train_sampler")
+        if self._resume is not None:
+            # Lightning cannot see that the sampler resumes (the DataLoader itself has no state_dict).
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
 
 def build_datamodule(loader_cfg, task_cfg, tokenizer, seed: int, with_val: bool = True) -> GraftingDataModule:
