@@ -40,6 +40,11 @@ def test_multirun_with_local_host_and_aggregate(tmp_path):
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| graft.layer=")]
     assert len(rows) == 2 and all("±" in r and r.rstrip().endswith("| 2 |") for r in rows), proc.stdout
     assert (sweep_dir / "aggregate.csv").is_file() and (sweep_dir / "graft.layer.png").is_file()
+    grafted_table = (sweep_dir / "aggregate.md").read_text()
+    proc = _run("evaluate.py", [f"aggregate={sweep_dir}", "aggregate_model=Tuned"], tmp_path / "ev2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (sweep_dir / "aggregate_Tuned.md").read_text().startswith("**Tuned**")
+    assert (sweep_dir / "aggregate.md").read_text() == grafted_table  # the grafted tables are kept
 
 
 @pytest.mark.slow

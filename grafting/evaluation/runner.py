@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError("aggregate", f"{sweep} is not a folder (give a multirun directory).")
         report = aggregate(sweep, sweep, model=cfg.aggregate_model)
         print(report["table"])
-        print(f"wrote {sweep / 'aggregate.md'}, {sweep / 'aggregate.csv'} and {len(report['figures'])} figure(s)")
+        print(f"wrote {report['files']} and {len(report['figures'])} figure(s)")
         return report
     if cfg.get("run_dir"):
         run_dir = Path(cfg.run_dir)

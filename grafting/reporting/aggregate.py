@@ -126,16 +126,22 @@ def _is_number(value: Any) -> bool:
 
 def aggregate(sweep_dir: str | Path, out_dir: str | Path | None = None, model: str = "Grafted",
               metrics: tuple[str, ...] = ("f_H", "f_S", "fact", "P", "MLM", "ppl_ref", "kl_host")) -> dict[str, Any]:
-    """Write ``aggregate.md``, ``aggregate.csv`` and one PNG per swept axis into ``out_dir``."""
+    """Write ``aggregate.md``, ``aggregate.csv`` and one PNG per swept axis into ``out_dir``.
+
+    For another model than the grafted one, the names carry it (``aggregate_Tuned.md``, ``loss_Tuned.png``),
+    so the grafted model's tables are never replaced.
+    """
+    suffix = "" if model == "Grafted" else f"_{model}"
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir or sweep_dir)
     records = collect(sweep_dir, model)
     present = [m for m in metrics if any(m in r["metrics"] for r in records)]
     summary = summarise(records)
     table = markdown_table(summary, present)
-    write_text_atomic(out_dir / "aggregate.md", f"**{model}** over {len(records)} jobs in {sweep_dir}\n\n{table}")
-    write_text_atomic(out_dir / "aggregate.csv", csv_table(summary, present))
+    write_text_atomic(out_dir / f"aggregate{suffix}.md", f"**{model}** over {len(records)} jobs in {sweep_dir}\n\n{table}")
+    write_text_atomic(out_dir / f"aggregate{suffix}.csv", csv_table(summary, present))
     axes = sorted({k for r in records for k in r["overrides"]})
     figures = [str(p) for axis in axes
-               if (p := plot_axis(records, axis, present[:3], out_dir / f"{axis.replace('/', '_')}.png"))]
-    return {"table": table, "summary": summary, "figures": figures, "jobs": len(records)}
+               if (p := plot_axis(records, axis, present[:3], out_dir / f"{axis.replace('/', '_')}{suffix}.png"))]
+    files = [str(out_dir / f"aggregate{suffix}.{ext}") for ext in ("md", "csv")]
+    return {"table": table, "summary": summary, "figures": figures, "jobs": len(records), "files": files}
