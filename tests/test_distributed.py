@@ -98,3 +98,32 @@ def test_ddp_on_two_processes_matches_one_process_with_twice_the_batch(tmp_path)
     # The comparison can fail: without the gradient all-reduce, rank 0 learns from its half only.
     unsynced = _align(tmp_path, "unsynced", "--devices", "2", "--batch-size", "4", "--no-sync")
     assert _max_diff(one, unsynced) > 100 * ATOL
+
+
+def test_only_rank_zero_writes_into_the_run_folder(tmp_path, monkeypatch):
+    from conftest import compose_config
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from grafting.run_context import RunContext, global_rank
+
+    cfg = compose_config(["debug=smoke", "resume=true", "logger=csv"], tmp_path)
+    out = tmp_path / "run"
+    (out / "tuned_block").mkdir(parents=True)
+    (out / "tuned_block" / "manifest.json").write_text("{}")
+    (out / "checkpoints" / "finetune").mkdir(parents=True)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # as Lightning sets it in the process it starts with LOCAL_RANK=1
+    assert global_rank() == 1
+    ctx = RunContext.from_config(cfg)
+    assert not ctx.is_global_zero and ctx.output_dir == out and ctx.run_dir != out
+    assert (ctx.run_dir / "tuned_block" / "manifest.json").is_file()  # resume decisions match rank 0's
+    assert not (ctx.run_dir / "checkpoints").exists()
+    assert ctx.checkpoint_dir("align_pre") == out / "checkpoints" / "align_pre"  # shared with rank 0
+    ctx.save_results({"stage": "test"})
+    assert not (out / "results.json").exists() and not (ctx.run_dir / "results.json").exists()
+    scratch = ctx.run_dir
+    ctx.finish()
+    assert not scratch.exists() and (out / "tuned_block" / "manifest.json").is_file()
+
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    ctx = RunContext.from_config(cfg)
+    assert ctx.is_global_zero and ctx.run_dir == ctx.output_dir == out
