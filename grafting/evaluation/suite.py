@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
+from grafting.artifacts import model_fingerprint, write_json_atomic
 from grafting.data.modular import task_from_config
 from grafting.evaluation.language_eval import build_probe, evaluate_language, load_mlm
 from grafting.evaluation.task_eval import evaluate_task
@@ -21,9 +26,24 @@ def eval_device(cfg) -> torch.device:
     return torch.device(name)
 
 
+def score_cache_path(cfg, model: torch.nn.Module, host: torch.nn.Module, language: bool, device: torch.device,
+                     cache_dir: Path) -> Path:
+    """``<cache>/scores/<key>.json``: the key hashes the model's and the host's weights and every setting
+    that shapes the scores (evaluation, task, corpus, device type), so a hit is the same computation."""
+    settings = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("evaluation", "task", "corpus")}
+    settings["evaluation"].pop("cache", None)
+    payload = {"model": model_fingerprint(model), "host": model_fingerprint(host) if language else None,
+               "language": language, "device": device.type, **settings}
+    return cache_dir / "scores" / f"{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]}.json"
+
+
 def evaluate_models(cfg, models: dict[str, torch.nn.Module], tokenizer, host: torch.nn.Module,
-                    language: bool = True) -> dict[str, dict[str, Any]]:
-    """Task metrics on the test points and (optionally) language metrics for every model in ``models``."""
+                    language: bool = True, cache_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Task metrics on the test points and (optionally) language metrics for every model in ``models``.
+
+    With ``cache_dir``, a model whose weights were already scored under the same settings is read
+    back instead of re-evaluated (in a sweep, Tuned, Vanilla and Host repeat in every job).
+    """
     device = eval_device(cfg)
     ev = cfg.evaluation
     task = task_from_config(cfg.task)
@@ -36,6 +56,11 @@ def evaluate_models(cfg, models: dict[str, torch.nn.Module], tokenizer, host: to
     host.to(device)
     results: dict[str, dict[str, Any]] = {}
     for name, model in models.items():
+        cached = score_cache_path(cfg, model, host, language, device, cache_dir) if cache_dir else None
+        if cached is not None and cached.is_file():
+            results[name] = json.loads(cached.read_text())
+            log.info("%s: scores read from %s", name, cached)
+            continue
         model.to(device).eval()
         scores = evaluate_task(model, tokenizer, task, int(ev.task_points), int(ev.batch_size),
                                int(ev.max_new_tokens), return_outputs=True,
@@ -44,4 +69,6 @@ def evaluate_models(cfg, models: dict[str, torch.nn.Module], tokenizer, host: to
             scores.update(evaluate_language(model, tokenizer, probe, lang, reference=host, mlm=mlm))
         log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "samples"})
         results[name] = scores
+        if cached is not None:
+            write_json_atomic(cached, scores)
     return results

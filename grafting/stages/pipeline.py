@@ -31,7 +31,8 @@ def run(cfg) -> dict[str, Any]:
                    overwrite=bool(cfg.get("overwrite", False) or cfg.get("resume", False)))
 
         models = {"Tuned": tuned_model, "Grafted": grafted, "Vanilla": donor, "Host": host}
-        scores = evaluate_models(cfg, models, tokenizer, host=host)
+        cache = ctx.cache_dir if cfg.evaluation.get("cache", False) else None
+        scores = evaluate_models(cfg, models, tokenizer, host=host, cache_dir=cache)
         markdown = pipeline_markdown(scores)
         print(markdown)
         for name, s in scores.items():
