@@ -67,9 +67,10 @@ class ResumableSampler(DistributedSampler):
 
     Epoch ``e`` visits one permutation of the dataset, the same in every process: the one that a
     ``DataLoader(shuffle=True, generator=Generator().manual_seed(seed))`` yields in its ``e``-th pass
-    (so single-process runs keep the numbers they had before this sampler existed). Process ``r`` of ``N`` takes ``perm[r::N]`` (padded to a multiple of ``N`` as
-    ``DistributedSampler`` does), so ``N`` processes with batch ``B`` see, step for step, the ``N*B``
-    samples one process with batch ``N*B`` sees.
+    (so single-process runs keep the numbers they had before this sampler existed). Process ``r``
+    of ``N`` takes ``perm[r::N]`` (padded to a multiple of ``N`` as ``DistributedSampler`` does), so
+    ``N`` processes with batch ``B`` see, step for step, the ``N*B`` samples one process with batch
+    ``N*B`` sees.
 
     ``skip(n)`` drops the first ``n`` samples of the epoch's permutation (all processes together)
     from the next iterator only: a run resumed from a mid-epoch checkpoint goes on with the batches
@@ -150,7 +151,8 @@ class GraftingDataModule(L.LightningDataModule):
                 epoch, samples = epoch + 1, 0
             if (state.get("world_size"), state.get("batch_size")) != (world, self.batch_size):
                 log.warning("resuming with %d process(es) x batch %d, the checkpoint was written with %s x %s: "
-                            "no sample is repeated or skipped, but the batches differ from an uninterrupted run.",
+                            "the rest of the epoch is still covered once, but the batches differ from an "
+                            "uninterrupted run.",
                             world, self.batch_size, state.get("world_size"), state.get("batch_size"))
             sampler.set_epoch(epoch)  # Lightning sets it too, but only after it has drawn the first batch
             sampler.skip(samples)
