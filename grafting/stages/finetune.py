@@ -60,7 +60,7 @@ def finetune_or_resume(ctx: RunContext, donor, tokenizer) -> tuple[torch.nn.Modu
     else:
         module = finetune_donor(ctx, donor, tokenizer)
         save_tuned_block(ctx, module, base=donor)
-        if cached is not None:
+        if cached is not None and ctx.is_global_zero:  # one writer under DDP
             _copy_quietly(folder, cached)
         return module.tuned_model(), module.tuned_block()
     block = load_tuned_block(str(source), donor, layer)
@@ -94,8 +94,8 @@ def _copy_quietly(source: Path, cached: Path) -> None:
     try:
         with atomic_dir(cached) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
-    except ArtifactError:
-        pass  # already cached by a concurrent job: same key, same numbers
+    except (ArtifactError, OSError):
+        pass  # already cached by a concurrent job (same key, same numbers), or an unwritable cache
 
 
 def save_tuned_block(ctx: RunContext, module: LayerFinetuneModule, folder: Path | None = None,
