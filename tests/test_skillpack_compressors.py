@@ -54,15 +54,16 @@ def test_register_adds_a_method() -> None:
         del COMPRESSORS["_test_zero"]
 
 
+@pytest.mark.parametrize("shape", [(30, 50), (50, 30)])  # wide matrices are decomposed transposed
 @pytest.mark.parametrize("rank", [1, 5, 12])
-def test_svd_rank_matches_reference_truncation(rank: int) -> None:
-    d = _low_rank_plus_noise(30, 50, 8, 0.1)
+def test_svd_rank_matches_reference_truncation(rank: int, shape: tuple[int, int]) -> None:
+    d = _low_rank_plus_noise(*shape, 8, 0.1)
     u, s, vh = torch.linalg.svd(d, full_matrices=False)
     reference = u[:, :rank] @ torch.diag(s[:rank]) @ vh[:rank]
     c = get_compressor("svd_rank", {"rank": rank}).compress(d)
     torch.testing.assert_close(decompress(c), reference, rtol=1e-5, atol=1e-5)
     assert c.meta["rank"] == rank
-    assert c.nbytes == rank * (30 + 50) * 4
+    assert c.nbytes == rank * sum(shape) * 4
 
 
 def test_svd_randomized_is_exact_for_low_rank() -> None:

@@ -58,6 +58,10 @@ def _one_thread(enabled: bool) -> Iterator[None]:
 def truncated_svd(mat: Tensor, rank: int, randomized: bool = False, niter: int = 2,
                   oversample: int = 8) -> tuple[Tensor, Tensor, Tensor]:
     """Top-``rank`` singular triplets ``(U m×r, S r, Vh r×n)``, S descending."""
+    if mat.shape[0] < mat.shape[1]:
+        # LAPACK is faster on tall matrices (measured 1.5x on 768x3072); the SVD of the transpose is exact.
+        u, s, vh = truncated_svd(mat.t(), rank, randomized, niter, oversample)
+        return vh.t(), s, u.t()
     rank = max(0, min(rank, *mat.shape))
     with _one_thread(min(mat.shape) <= SMALL_SVD):
         if randomized:
