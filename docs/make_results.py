@@ -31,8 +31,9 @@ ABLATIONS = {
                   "logits": [0.000, 0.012, 0.046, 1.370, 0.012], "Vanilla": [0.000, 0.000, 0.000, 1.230, 0.749]},
     },
     "dest_layer": {
-        "title": "Destination layer (paper Tables 3-4; the paper's donor block is L4 of 6, ours is block 2 of 4)",
-        "columns": {"L1": None, "L2": "graft.dest=2", "L3": None, "L4": None, "L5": None},
+        "title": "Destination layer (paper Tables 3-4: L1..L5 of pythia-70m's 6; ours: 0..3 of 4, donor block 2)",
+        # The paper does not say which donor block it tuned here, so no column is matched to ours.
+        "columns": {"L1": None, "L2": None, "L3": None, "L4": None, "L5": None},
         "paper": {"L1": [0.000, 0.000, 0.000, 1.006, 0.000], "L2": [0.000, 0.001, 0.038, 1.290, 0.121],
                   "L3": [0.000, 0.000, 0.000, 1.301, 0.054], "L4": [0.000, 0.723, 0.233, 1.281, 0.042],
                   "L5": [0.000, 0.000, 0.000, 1.055, 0.010]},
@@ -91,12 +92,14 @@ def ablation_markdown(name: str, spec: dict, sweep: Path) -> str:
              f"(`python evaluate.py aggregate={sweep}` prints the grafted rows; Tuned and Vanilla are the "
              "reference models of the same jobs).", "",
              "| metric | | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    has_ours = any(row is not None for row in spec["columns"].values())
     for m in METRICS:
         if m in PAPER_METRICS:
             i = PAPER_METRICS.index(m)
             lines.append(f"| {m} | paper | " + " | ".join(f"{spec['paper'][c][i]:.3f}" for c in columns) + " |")
-        lines.append(f"| {m} | ours | " + " | ".join(_cell(ours.get(c, {}).get(m)) if c in ours else "—"
-                                                     for c in columns) + " |")
+        if has_ours:
+                lines.append(f"| {m} | ours | " + " | ".join(_cell(ours.get(c, {}).get(m)) if c in ours else "—"
+                                                         for c in columns) + " |")
     if name == "dest_layer":  # our ladder has other indices than the paper's: the whole sweep, by our dest
         rows = sorted(grafted, key=lambda r: int(r.split("=")[1]))
         lines += ["", "Ours, every destination (donor block 2 fine-tuned; `graft.dest=j` replaces host block j):", "",
