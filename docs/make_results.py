@@ -53,12 +53,12 @@ ABLATIONS = {
                   "direct": [0.000, 0.000, 0.000, 1.087, 0.138], "Vanilla": [0.000, 0.000, 0.000, 1.231, 0.749]},
     },
     "host_size": {
-        "title": "Host size (paper Tables 9-10: 70m / 160m / 410m hosts; ours: tiny-host / -m / -l, "
-                 "1x / 1.5x / 2x wider)",
+        "title": "Host size (paper Tables 9-10: 70m / 160m / 410m hosts; ours: tiny-host d=128 / -m d=192 / "
+                 "-l d=256 with 6 layers)",
         "columns": {"70m": "host=tiny-host", "160m": "host=tiny-host-m", "410m": "host=tiny-host-l"},
         "paper": {"Tuned": [1.000, 1.000, 0.229, 1.222, 0.619], "70m": [0.000, 0.645, 0.233, 1.236, 0.022],
                   "160m": [0.000, 0.245, 0.027, 1.271, 0.111], "410m": [0.000, 0.000, 0.000, 1.338, 0.000],
-                  "Vanilla": [0.000, 0.002, 0.002, 1.198, 0.722]},
+                  "Vanilla": [0.000, 0.000, 0.002, 1.198, 0.722]},
     },
 }
 
