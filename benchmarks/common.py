@@ -2,7 +2,8 @@
 
 Timings are the median of ``repeats`` runs after a warm-up. Peak memory is ``torch.cuda.max_memory_allocated``
 on a GPU; on CPU it is the process's resident set size, sampled every millisecond by a thread (an
-estimate, exact to the sampling interval), minus the size before the measured call.
+estimate, exact to the sampling interval), minus the size before the measured call (after handing
+freed heap pages back to the OS, so that reused memory counts too).
 """
 
 from __future__ import annotations
@@ -84,6 +85,16 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _return_freed_memory() -> None:
+    """glibc keeps freed heap pages; ``malloc_trim`` hands them back to the OS (a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[int, Any]:
     """``(peak bytes above the starting point while fn runs, fn's result)``."""
     if device.type == "cuda":
@@ -93,6 +104,7 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[int, Any]:
         result = fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - start, result
+    _return_freed_memory()  # so that memory the step allocates shows up as growth of the RSS
     start = _rss_bytes()
     peak = [start]
     done = threading.Event()

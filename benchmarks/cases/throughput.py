@@ -3,15 +3,17 @@
 The machine's peak is measured the same way as the training steps: the median time of a large fp32
 matmul. Each loop's FLOPs per step are counted by ``torch.utils.flop_counter.FlopCounterMode`` over
 one real step (forward + backward), so no FLOP formula is assumed. The step time is the steady-state
-time per step under the Lightning Trainer, as in case (a).
+time per step (median) under the Lightning Trainer, as in case (a).
 """
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.cases.overhead import lightning_step
+from benchmarks.cases.overhead import lightning_steps
 from benchmarks.common import Settings, median_time, random_batch, random_model
 from benchmarks.result import Measurement
 from grafting.grafted import build_grafted
@@ -53,7 +55,7 @@ def run(s: Settings) -> list[Measurement]:
         module = build()
         batches = [random_batch(host, batch_size, seq, s.device, seed=i) for i in range(steps)]
         flops = step_flops(module, batches[0])
-        per_step = lightning_step(module, batches, s.device)
+        per_step = statistics.median(lightning_steps(module, batches, s.device))
         tokens = batch_size * seq
         out.append(Measurement(
             "g", f"{label}, {s.small_model}, {batch_size}x{seq} tokens", "tokens/s", tokens / per_step, unit="tokens/s",
