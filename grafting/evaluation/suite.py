@@ -26,13 +26,13 @@ def eval_device(cfg) -> torch.device:
     return torch.device(name)
 
 
-def score_cache_path(cfg, model: torch.nn.Module, host: torch.nn.Module, language: bool, device: torch.device,
-                     cache_dir: Path) -> Path:
+def score_cache_path(cfg, model: torch.nn.Module, host_fingerprint: str | None, language: bool,
+                     device: torch.device, cache_dir: Path) -> Path:
     """``<cache>/scores/<key>.json``: the key hashes the model's and the host's weights and every setting
     that shapes the scores (evaluation, task, corpus, device type), so a hit is the same computation."""
     settings = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("evaluation", "task", "corpus")}
     settings["evaluation"].pop("cache", None)
-    payload = {"model": model_fingerprint(model), "host": model_fingerprint(host) if language else None,
+    payload = {"model": model_fingerprint(model), "host": host_fingerprint if language else None,
                "language": language, "device": device.type, **settings}
     return cache_dir / "scores" / f"{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]}.json"
 
@@ -55,8 +55,9 @@ def evaluate_models(cfg, models: dict[str, torch.nn.Module], tokenizer, host: to
         mlm[0].to(device)
     host.to(device)
     results: dict[str, dict[str, Any]] = {}
+    host_fingerprint = model_fingerprint(host) if cache_dir and language else None  # once, not per model
     for name, model in models.items():
-        cached = score_cache_path(cfg, model, host, language, device, cache_dir) if cache_dir else None
+        cached = score_cache_path(cfg, model, host_fingerprint, language, device, cache_dir) if cache_dir else None
         if cached is not None and cached.is_file():
             results[name] = json.loads(cached.read_text())
             log.info("%s: scores read from %s", name, cached)

@@ -94,8 +94,8 @@ def _copy_quietly(source: Path, cached: Path) -> None:
     try:
         with atomic_dir(cached) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
-    except (ArtifactError, OSError):
-        pass  # already cached by a concurrent job (same key, same numbers), or an unwritable cache
+    except (ArtifactError, OSError) as err:  # a concurrent job cached it first (same key, same numbers)
+        log.warning("tuned block not cached at %s: %s", cached, err)
 
 
 def save_tuned_block(ctx: RunContext, module: LayerFinetuneModule, folder: Path | None = None,
