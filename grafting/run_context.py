@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from grafting.artifacts import write_json_atomic, write_text_atomic
 from grafting.errors import ArtifactError
+from grafting.provenance import provenance, resolved_config
 
 log = logging.getLogger(__name__)
 RESULTS = "results.json"
@@ -73,6 +74,7 @@ class RunContext:
     loggers: list = field(default_factory=list)
     output_dir: Path | None = None  # the run folder itself; differs from run_dir on ranks > 0
     rank: int = 0
+    provenance: dict | None = None  # versions, git state, device: taken when the job starts
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> RunContext:
@@ -90,10 +92,11 @@ class RunContext:
             L.seed_everything(int(cfg.seed), workers=True)
         loggers = [instantiate(node, **({"name": None} if node.get("name", None) == "" else {}))
                    for node in (cfg.get("logger") or {}).values() if node]
+        prov = provenance()
         for lg in loggers:
             if rank == 0 and hasattr(lg, "log_hyperparams"):
-                lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        return cls(cfg=cfg, run_dir=run_dir, loggers=loggers, output_dir=output_dir, rank=rank)
+                lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "provenance": prov})
+        return cls(cfg=cfg, run_dir=run_dir, loggers=loggers, output_dir=output_dir, rank=rank, provenance=prov)
 
     @property
     def is_global_zero(self) -> bool:
@@ -142,8 +145,11 @@ class RunContext:
                 lg.experiment.summary.update(flat)
 
     def save_results(self, results: dict[str, Any], markdown: str | None = None) -> Path:
+        """Write ``results.json`` (with the resolved ``config`` and the job's ``provenance``) and ``results.md``."""
         if not self.is_global_zero:  # rank 0 writes the run's results
             return self.run_dir / RESULTS
+        results = {**results, "provenance": self.provenance or provenance()}
+        results.setdefault("config", resolved_config(self.cfg))
         write_json_atomic(self.run_dir / RESULTS, results)
         if markdown is not None:
             write_text_atomic(self.run_dir / "results.md", markdown)
