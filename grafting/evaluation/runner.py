@@ -20,6 +20,7 @@ from grafting.grafted import build_grafted, load_graft_
 from grafting.models.loading import load_model
 from grafting.run_context import RESULTS
 from grafting.stages.finetune import load_tuned_block
+from grafting.validation import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def _max_difference(a: dict, b: dict) -> float:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    validate_config(cfg)  # every key, before any model is loaded
     out_dir = Path(cfg.paths.output_dir)
     if cfg.get("aggregate"):
         from grafting.reporting.aggregate import aggregate
