@@ -9,12 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import compose_config, tiny_model
 from omegaconf import OmegaConf
 
 from grafting import surgery
 from grafting.errors import ArtifactError
 from grafting.modules.layer_finetune import LayerFinetuneModule
+from grafting.stages import finetune
 from grafting.stages.finetune import load_tuned_block, save_tuned_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +88,17 @@ def test_finetune_cache_is_reused_across_runs(tmp_path):
     assert a == b  # same sha256: the same bytes
     scores = [json.loads((r / "results.json").read_text())["models"]["Tuned"] for r in runs]
     assert scores[0] == scores[1]
+
+
+def test_cache_key_changes_with_the_code_version(tmp_path, monkeypatch):
+    """A change of TUNED_BLOCK_VERSION (bumped when the fine-tuning code changes) misses every old entry."""
+    cfg = compose_config(["debug=smoke", "finetune.cache=true"], tmp_path)
+    ctx = SimpleNamespace(cfg=cfg, cache_dir=tmp_path / "cache")
+    donor = tiny_model()
+    key = finetune.tuned_block_cache_path(ctx, donor)
+    assert key.parent == tmp_path / "cache" / "tuned_blocks" and finetune.tuned_block_cache_path(ctx, donor) == key
+    monkeypatch.setattr(finetune, "TUNED_BLOCK_VERSION", finetune.TUNED_BLOCK_VERSION + 1)
+    assert finetune.tuned_block_cache_path(ctx, donor) != key
+    monkeypatch.undo()
+    cfg.finetune.lr = 2 * cfg.finetune.lr  # and so does any setting that shapes training
+    assert finetune.tuned_block_cache_path(ctx, donor) != key

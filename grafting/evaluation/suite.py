@@ -15,6 +15,9 @@ from grafting.artifacts import model_fingerprint, write_json_atomic
 from grafting.data.modular import task_from_config
 from grafting.evaluation.language_eval import build_probe, evaluate_language, load_mlm
 from grafting.evaluation.task_eval import evaluate_task
+from grafting.metrics import language as language_metrics
+from grafting.metrics import task as task_metrics
+from grafting.provenance import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +31,16 @@ def eval_device(cfg) -> torch.device:
 
 def score_cache_path(cfg, model: torch.nn.Module, host_fingerprint: str | None, language: bool,
                      device: torch.device, cache_dir: Path) -> Path:
-    """``<cache>/scores/<key>.json``: the key hashes the model's and the host's weights and every setting
-    that shapes the scores (evaluation, task, corpus, device type), so a hit is the same computation."""
+    """``<cache>/scores/<key>.json``: the key hashes the model's and the host's weights, every setting
+    that shapes the scores (evaluation, task, corpus, device type) and the code that computes them
+    (each metric family's ``SCORE_VERSION``, torch's and transformers' versions), so a hit is the same computation."""
     settings = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("evaluation", "task", "corpus")}
     settings["evaluation"].pop("cache", None)
+    versions = package_versions()
+    code = {"task": task_metrics.SCORE_VERSION, "language": language_metrics.SCORE_VERSION if language else None,
+            "torch": versions["torch"], "transformers": versions["transformers"]}
     payload = {"model": model_fingerprint(model), "host": host_fingerprint if language else None,
-               "language": language, "device": device.type, **settings}
+               "language": language, "device": device.type, "code": code, **settings}
     return cache_dir / "scores" / f"{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]}.json"
 
 

@@ -24,6 +24,11 @@ from transformers import PreTrainedTokenizerBase
 
 from grafting.generation import eval_mode, padding_side
 
+# Part of every score-cache key (grafting/evaluation/suite.py). Bump it by hand whenever a change here
+# or in grafting/evaluation/language_eval.py (probe texts, generation settings) can change a language
+# score, so that cached scores computed by the old code are not read back.
+SCORE_VERSION = 1
+
 _WORD = re.compile(r"\w+")
 _HAS_WORD_CHAR = re.compile(r"\w")
 

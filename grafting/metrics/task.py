@@ -16,6 +16,11 @@ import re
 # ModAdditionMetric is provided lazily by the module-level __getattr__ below.
 __all__ = ["ModAdditionMetric", "factual", "first_number", "format_hard", "format_soft", "score_task"]  # noqa: F822
 
+# Part of every score-cache key (grafting/evaluation/suite.py). Bump it by hand whenever a change here,
+# in grafting/evaluation/task_eval.py or in grafting/generation.py can change a task score, so that
+# cached scores computed by the old code are not read back.
+SCORE_VERSION = 1
+
 _NUMBER = re.compile(r"-?[0-9]+")
 _HARD = re.compile(r"The result is -?[0-9]+")
 

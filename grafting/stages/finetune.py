@@ -26,9 +26,14 @@ from grafting.evaluation.suite import evaluate_models
 from grafting.evaluation.tables import TASK_METRICS, metric_table
 from grafting.models.loading import load_model
 from grafting.modules.layer_finetune import LayerFinetuneModule
+from grafting.provenance import package_versions
 from grafting.run_context import RunContext
 
 log = logging.getLogger(__name__)
+# Part of every tuned-block cache key. Bump it by hand whenever a change to the fine-tuning code
+# (finetune_donor, grafting/modules/layer_finetune.py, the task's datamodule, seeding) can change the
+# trained block, so that blocks trained by the old code are not read back from the cache.
+TUNED_BLOCK_VERSION = 1
 
 
 def finetune_donor(ctx: RunContext, donor, tokenizer) -> LayerFinetuneModule:
@@ -73,9 +78,12 @@ def finetune_or_resume(ctx: RunContext, donor, tokenizer) -> tuple[torch.nn.Modu
 
 
 def tuned_block_cache_path(ctx: RunContext, donor) -> Path:
-    """``<cache>/tuned_blocks/<key>``: the key hashes the donor's weights and everything that shapes training."""
+    """``<cache>/tuned_blocks/<key>``: the key hashes the donor's weights, everything that shapes training
+    and the code that trains (``TUNED_BLOCK_VERSION``, torch's, transformers' and peft's versions)."""
     cfg = ctx.cfg
-    payload = {"donor": model_fingerprint(donor), "layer": int(cfg.graft.layer), "seed": int(cfg.seed),
+    versions = package_versions()
+    code = {"version": TUNED_BLOCK_VERSION, **{k: versions[k] for k in ("torch", "transformers", "peft")}}
+    payload = {"code": code, "donor": model_fingerprint(donor), "layer": int(cfg.graft.layer), "seed": int(cfg.seed),
                "finetune": {k: v for k, v in OmegaConf.to_container(cfg.finetune, resolve=True).items()
                             if k != "cache"},
                "task": OmegaConf.to_container(cfg.task, resolve=True), "trainer": _numerics(cfg)}
