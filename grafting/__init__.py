@@ -6,4 +6,8 @@ from omegaconf import OmegaConf
 if not OmegaConf.has_resolver("mul"):
     OmegaConf.register_new_resolver("mul", lambda a, b: int(a * b) if float(a * b).is_integer() else a * b)
 
+# ${add:a,b} offsets seeds (e.g. an independently initialised host: pair seed + 1000).
+if not OmegaConf.has_resolver("add"):
+    OmegaConf.register_new_resolver("add", lambda a, b: a + b)
+
 __version__ = "0.1.0"

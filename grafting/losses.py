@@ -1,13 +1,16 @@
 """Alignment losses, chosen by name (``loss.distance``); a new one is one function plus one registry line.
 
-Residual distances compare two residual streams ``(batch, seq, d)`` position by position; the
-paper's "KL between the two streams" does not say how a vector becomes a distribution, so ``kl``
-takes a softmax over the hidden dimension. ``mse`` is the default (known to work at tiny scale).
-Every distance averages over the non-pad positions given by ``mask``.
+Residual distances compare two residual streams ``(batch, seq, d)`` position by position. The
+paper's "KL divergence between the two streams" ("how much information is lost when approximating
+the reference distribution") does not say how a vector becomes a distribution: the default reading
+(``loss.reading=logit_lens``) decodes both streams into next-token distributions through the
+reference model's own final norm and unembedding; ``hidden`` takes a softmax over the hidden
+dimension instead. Every distance averages over the non-pad positions given by ``mask``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -39,11 +42,18 @@ def kl(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = Non
 
 DISTANCES: dict[str, Callable[..., torch.Tensor]] = {"mse": mse, "cosine": cosine, "kl": kl}
 KINDS = ("residual", "logits")
+# How a residual loss reads the two streams (``loss.reading``): ``hidden`` compares the vectors as they
+# are (``kl`` = softmax over the hidden dimension); ``logit_lens`` first decodes both through the
+# reference model's final norm and unembedding, so ``kl`` compares next-token distributions.
+READINGS = ("logit_lens", "hidden")
 
 
-def get_distance(name: str) -> Callable[..., torch.Tensor]:
+def get_distance(name: str, temperature: float = 1.0) -> Callable[..., torch.Tensor]:
+    """The distance ``name`` as ``f(pred, target, mask)``; ``temperature`` applies to ``kl`` only."""
     if name not in DISTANCES:
         from grafting.errors import ConfigError
 
         raise ConfigError("loss.distance", f"unknown distance {name!r}; allowed: {sorted(DISTANCES)}.")
+    if name == "kl":
+        return functools.partial(kl, temperature=temperature)
     return DISTANCES[name]

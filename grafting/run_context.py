@@ -98,6 +98,15 @@ class RunContext:
                 lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "provenance": prov})
         return cls(cfg=cfg, run_dir=run_dir, loggers=loggers, output_dir=output_dir, rank=rank, provenance=prov)
 
+    def reseed(self) -> None:
+        """Reset every RNG to ``cfg.seed``; called before each training step is built.
+
+        What ran before must not change what a step draws (e.g. LoRA's initial factors): a cold cache
+        pretrains models in-process, a warm one does not, and a cache hit skips a whole fine-tune.
+        """
+        if self.cfg.get("seed") is not None:  # seed 0 is a valid seed
+            L.seed_everything(int(self.cfg.seed), workers=True, verbose=False)
+
     @property
     def is_global_zero(self) -> bool:
         return self.rank == 0

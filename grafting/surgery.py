@@ -102,6 +102,11 @@ def final_norm(model: nn.Module) -> nn.Module:
     return get_submodule(model, architecture(model).final_norm)
 
 
+def logit_lens(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Read a residual stream as next-token logits through ``model``'s final norm and unembedding."""
+    return model.get_output_embeddings()(final_norm(model)(hidden))
+
+
 def rotary_embedding(model: nn.Module) -> nn.Module | None:
     arch = architecture(model)
     return get_submodule(model, arch.rotary) if arch.rotary else None

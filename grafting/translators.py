@@ -34,6 +34,12 @@ class LinearTranslator(nn.Linear):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(h, self.weight.to(h.dtype), self.bias.to(h.dtype))
 
+    @torch.no_grad()
+    def set_map_(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Make this translator compute ``weight h + bias`` (e.g. a least-squares solution)."""
+        self.weight.copy_(weight)
+        self.bias.copy_(bias)
+
 
 class AffineTranslator(nn.Module):
     """``P h + A h + b`` with a fixed identity ``P`` and ``A, b`` starting at zero (tuned-lens style)."""
@@ -49,6 +55,23 @@ class AffineTranslator(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         base = nn.functional.linear(h, self.identity.to(h.dtype))
         return base + nn.functional.linear(h, self.delta.weight.to(h.dtype), self.delta.bias.to(h.dtype))
+
+    @torch.no_grad()
+    def set_map_(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Make this translator compute ``weight h + bias``: ``A = weight - P``."""
+        self.delta.weight.copy_(weight - self.identity)
+        self.delta.bias.copy_(bias)
+
+
+def least_squares_map(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W, b)`` minimising ``sum ||W x_n + b - y_n||^2`` over the rows of ``x (N, d_in)``, ``y (N, d_out)``.
+
+    The closed-form optimum of a linear translator under MSE (solved in float64 for accuracy).
+    """
+    ones = torch.ones(x.shape[0], 1, dtype=torch.float64, device=x.device)
+    design = torch.cat([x.double(), ones], dim=1)
+    solution = torch.linalg.lstsq(design.cpu(), y.double().cpu(), driver="gelsd").solution  # (d_in + 1, d_out)
+    return solution[:-1].T.float(), solution[-1].float()
 
 
 TRANSLATORS: dict[str, type[nn.Module]] = {"linear": LinearTranslator, "affine": AffineTranslator}

@@ -68,7 +68,11 @@ def evaluate_language(model, tokenizer, probe: LanguageProbe, cfg, reference=Non
 
 
 def load_mlm(name_or_path: str | None):
-    """A BertForMaskedLM and its tokenizer from a hub id (network) or a local folder; None to skip MLM."""
+    """A masked LM and its tokenizer; None to skip MLM.
+
+    ``builtin`` is the tiny BERT shipped with the package (offline default), else a hub id such as
+    ``bert-base-uncased`` (the paper's, needs a network) or a local folder.
+    """
     if not name_or_path:
         return None
     from pathlib import Path
@@ -77,6 +81,11 @@ def load_mlm(name_or_path: str | None):
 
     from grafting.errors import ConfigError
     from grafting.models.loading import hub_reachable
+
+    if name_or_path == "builtin":
+        from grafting.models import shipped
+
+        name_or_path = str(shipped.verified_folder("tiny-mlm"))
 
     local = Path(name_or_path).is_dir()
     if not local and not hub_reachable():

@@ -72,7 +72,8 @@ def evaluate_models(cfg, models: dict[str, torch.nn.Module], tokenizer, host: to
         model.to(device).eval()
         scores = evaluate_task(model, tokenizer, task, int(ev.task_points), int(ev.batch_size),
                                int(ev.max_new_tokens), return_outputs=True,
-                               first_line_only=bool(ev.get("first_line_only", True)))
+                               first_line_only=bool(ev.get("first_line_only", True)),
+                               n_samples=int(ev.get("n_samples", 8)))
         if probe is not None:
             scores.update(evaluate_language(model, tokenizer, probe, lang, reference=host, mlm=mlm))
         log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "samples"})

@@ -24,6 +24,9 @@ def metric_table(models: dict[str, dict[str, Any]], metrics: tuple[str, ...], ti
     return "\n".join(lines) + "\n"
 
 
+WHOLE_OUTPUT_METRICS = ("f_H_whole", "f_S_whole", "fact_whole")
+
+
 def pipeline_markdown(models: dict[str, dict[str, Any]]) -> str:
-    return (metric_table(models, TASK_METRICS, "Table 1: modular addition") + "\n"
+    return (metric_table(models, TASK_METRICS + WHOLE_OUTPUT_METRICS, "Table 1: modular addition") + "\n"
             + metric_table(models, LANGUAGE_METRICS, "Table 2: language generation"))

@@ -19,18 +19,24 @@ def answer_line(output: str) -> str:
 
 def evaluate_task(model, tokenizer, task: ModularAddition, n_points: int = 1000, batch_size: int = 128,
                   max_new_tokens: int = 8, return_outputs: bool = False,
-                  first_line_only: bool = True) -> dict[str, Any]:
+                  first_line_only: bool = True, n_samples: int = 8) -> dict[str, Any]:
     """f_H, f_S and fact over the first ``n_points`` test problems (never seen in training).
 
-    With ``first_line_only`` (``evaluation.first_line_only``, default true) each output is cut at
-    its first newline before scoring; false scores everything generated up to EOS.
+    Each output is scored twice: on its answer line (cut at the first newline: ``*_line``) and
+    whole, up to EOS or ``max_new_tokens`` (``*_whole``). The plain ``f_H``, ``f_S``, ``fact`` are
+    the answer-line scores with ``first_line_only`` (``evaluation.first_line_only``, default true),
+    else the whole-output scores. ``samples`` keeps the first ``n_samples`` outputs, raw.
     """
     examples = task.split("test")[:n_points]
+    answers = [ex.answer for ex in examples]
     raw = generate_continuations(model, tokenizer, [ex.prompt for ex in examples],
                                  max_new_tokens=max_new_tokens, batch_size=batch_size)
-    outputs = [answer_line(o) for o in raw] if first_line_only else raw
-    scores = score_task(outputs, [ex.answer for ex in examples])
+    line = score_task([answer_line(o) for o in raw], answers)
+    whole = score_task(raw, answers)
+    scores: dict[str, Any] = dict(line if first_line_only else whole)
+    scores.update({f"{k}_line": v for k, v in line.items()})
+    scores.update({f"{k}_whole": v for k, v in whole.items()})
     if return_outputs:
-        scores["samples"] = [{"prompt": ex.prompt, "output": out, "answer": ex.answer}
-                             for ex, out in zip(examples[:8], outputs[:8], strict=False)]
+        scores["samples"] = [{"prompt": ex.prompt, "output": out, "answer_line": answer_line(out), "answer": ex.answer}
+                             for ex, out in zip(examples[:n_samples], raw[:n_samples], strict=False)]
     return scores

@@ -19,7 +19,7 @@ __all__ = ["ModAdditionMetric", "factual", "first_number", "format_hard", "forma
 # Part of every score-cache key (grafting/evaluation/suite.py). Bump it by hand whenever a change here,
 # in grafting/evaluation/task_eval.py or in grafting/generation.py can change a task score, so that
 # cached scores computed by the old code are not read back.
-SCORE_VERSION = 1
+SCORE_VERSION = 2
 
 _NUMBER = re.compile(r"-?[0-9]+")
 _HARD = re.compile(r"The result is -?[0-9]+")

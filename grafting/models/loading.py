@@ -94,7 +94,8 @@ def load_model(spec: Any, key: str = "host", cache_dir: str | Path | None = None
     elif source == "tiny_pretrained":
         from grafting.models.pretrained_tiny import load_or_pretrain
 
-        model, tokenizer = load_or_pretrain(spec, cache_dir=cache_dir)
+        with torch.random.fork_rng():  # pretraining on a cache miss must not move the caller's RNG
+            model, tokenizer = load_or_pretrain(spec, cache_dir=cache_dir)
     else:
         raise ConfigError(f"{key}.source", f"unknown source {source!r}; allowed: {', '.join(SOURCES)}.")
     if tokenizer.pad_token is None:

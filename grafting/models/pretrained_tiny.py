@@ -1,8 +1,19 @@
-"""The tiny pretrained pair: the offline stand-in for pythia-70m (vanilla) vs pythia-70m-deduped (host).
+"""The tiny pretrained models: the offline stand-ins for pythia-70m (vanilla) and pythia-70m-deduped (host).
 
-Both are the same small GPTNeoX pretrained on the built-in corpus; they differ only in ``seed``,
-which sets both the initial weights and the data order. Each is cached under a key derived from
-its config, so a second run reuses it.
+Like the Pythia pair, the tiny vanilla and host share their architecture and their initialisation
+(``init_seed``) and differ in their training data, as the Pile differs from the deduplicated Pile:
+the vanilla model sees every training document of the built-in corpus (``data_part=all``), the
+host three quarters of them (Pythia's deduplicated Pile is about 70% of the Pile) (``data_part=dedup``), each in its own order (``data_seed``).
+``a`` and ``b`` are disjoint halves. The held-out split (every 20th document) is shared.
+
+Three places a model can come from, tried in this order:
+
+1. **Shipped** with the package (``grafting/assets/<name>``): the default pair and MLM scorer,
+   used when the spec's recipe equals the shipped manifest's recipe. Nothing is trained at run time.
+2. **Cached** under ``<cache>/pretrained/<name>-<key>``, the key hashing the whole recipe.
+3. **Pretrained now** and cached (the larger hosts of the size ladder, other pair seeds).
+
+``python train.py stage=pretrain stage.ship=true`` regenerates the shipped files (see the README).
 """
 
 from __future__ import annotations
@@ -16,31 +27,42 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grafting.artifacts import atomic_dir, write_json_atomic
 from grafting.data.corpus import builtin_documents, builtin_fingerprint
 from grafting.data.datamodule import GraftingDataModule, split_texts
-from grafting.data.datasets import TextChunkDataset
+from grafting.data.datasets import TextChunkDataset, pad_collate
+from grafting.models import shipped
 from grafting.models.loading import build_random
 from grafting.models.tokenizer import builtin_tokenizer
 from grafting.modules.causal_lm import CausalLMModule, heldout_perplexity
 from grafting.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
-_VERSION = 1  # bump when the pretraining recipe changes, so stale caches are not reused
+# Bump when the pretraining code changes what a recipe produces, so stale caches are not reused.
+PRETRAIN_VERSION = 2
+DATA_PARTS = ("all", "dedup", "a", "b")
+
+
+def recipe(spec: dict[str, Any]) -> dict[str, Any]:
+    """Everything that determines the pretrained weights (the spec's ``seed`` sets both seeds by default)."""
+    seed = int(spec.get("seed", 0))
+    return {
+        "arch": dict(spec["arch"]),
+        "pretrain": {k: v for k, v in dict(spec["pretrain"]).items() if k != "accelerator"},
+        "init_seed": int(spec.get("init_seed", seed)),
+        "data_seed": int(spec.get("data_seed", seed)),
+        "data_part": str(spec.get("data_part", "all")),
+        "tokenizer_vocab": int(spec.get("tokenizer_vocab", 4096)),
+        "version": PRETRAIN_VERSION,
+    }
 
 
 def cache_key(spec: dict[str, Any]) -> str:
-    """A hash of everything that determines the pretrained weights."""
-    payload = {
-        "arch": spec["arch"],
-        "pretrain": spec["pretrain"],
-        "seed": int(spec["seed"]),
-        "tokenizer_vocab": int(spec.get("tokenizer_vocab", 4096)),
-        "corpus": builtin_fingerprint(),
-        "version": _VERSION,
-    }
+    """A hash of the recipe and the corpus it is trained on."""
+    payload = {**recipe(spec), "corpus": builtin_fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -49,33 +71,52 @@ def cache_path(spec: dict[str, Any], cache_dir: str | Path | None = None) -> Pat
     return root / "pretrained" / f"{spec.get('name', 'tiny')}-{cache_key(spec)}"
 
 
-def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """Pretrain ``spec`` on the built-in corpus and save it to its cache folder; return its report."""
-    cfg = spec["pretrain"]
-    seed = int(spec["seed"])
-    tokenizer = builtin_tokenizer(int(spec.get("tokenizer_vocab", 4096)), cache_dir)
-    model = build_random(spec["arch"], seed)
-    docs = list(builtin_documents())
-    seq_len = int(cfg["seq_len"])
-    train = TextChunkDataset(split_texts(docs, "train"), tokenizer, seq_len)
-    val = TextChunkDataset(split_texts(docs, "validation"), tokenizer, seq_len)
-    data = GraftingDataModule(train, val, tokenizer.pad_token_id, int(cfg["batch_size"]), seed=seed)
-    random_ppl = heldout_perplexity(model, data.val_dataloader(), max_batches=int(cfg.get("val_batches", 20)))
+def training_documents(part: str) -> list[str]:
+    """The training documents of ``part``: all; dedup = all but every fourth; a / b = even / odd-indexed."""
+    if part not in DATA_PARTS:
+        from grafting.errors import ConfigError
 
-    L.seed_everything(seed, workers=True)
+        raise ConfigError("data_part", f"unknown data part {part!r}; allowed: {', '.join(DATA_PARTS)}.")
+    docs = split_texts(list(builtin_documents()), "train")
+    if part == "dedup":
+        return [d for i, d in enumerate(docs) if i % 4 != 3]
+    return docs if part == "all" else docs[{"a": 0, "b": 1}[part]::2]
+
+
+def heldout_loader(tokenizer, seq_len: int, batch_size: int) -> DataLoader:
+    """The shared held-out split (every 20th document) in chunks of ``seq_len`` tokens, in order."""
+    val = TextChunkDataset(split_texts(list(builtin_documents()), "validation"), tokenizer, seq_len)
+    return DataLoader(val, batch_size=batch_size, collate_fn=pad_collate(tokenizer.pad_token_id))
+
+
+def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Pretrain ``spec`` on its part of the built-in corpus, save it to its cache folder; return its report."""
+    r = recipe(spec)
+    cfg = r["pretrain"]
+    tokenizer = builtin_tokenizer(r["tokenizer_vocab"], cache_dir)
+    model = build_random(r["arch"], r["init_seed"])
+    seq_len, batch_size, val_batches = int(cfg["seq_len"]), int(cfg["batch_size"]), int(cfg.get("val_batches", 20))
+    train = TextChunkDataset(training_documents(r["data_part"]), tokenizer, seq_len)
+    data = GraftingDataModule(train, None, tokenizer.pad_token_id, batch_size, seed=r["data_seed"])
+    held_out = heldout_loader(tokenizer, seq_len, batch_size)
+    random_ppl = heldout_perplexity(model, held_out, max_batches=val_batches)
+
+    L.seed_everything(r["data_seed"], workers=True)  # dropout (none in the tiny arch) and nothing else
     module = CausalLMModule(model.train(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.01)),
                             warmup_steps=int(cfg["warmup_steps"]), max_steps=int(cfg["steps"]))
-    trainer = L.Trainer(max_steps=int(cfg["steps"]), accelerator=cfg.get("accelerator", "auto"), devices=1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1.0)
+    trainer = L.Trainer(max_steps=int(cfg["steps"]), accelerator=spec["pretrain"].get("accelerator", "auto"),
+                        devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=spec.get("progress_bar", False), enable_model_summary=False,
+                        limit_val_batches=0, gradient_clip_val=1.0)
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=data.train_dataloader())
     seconds = time.perf_counter() - start
     model = module.model.eval().cpu()
-    ppl = heldout_perplexity(model, data.val_dataloader(), max_batches=int(cfg.get("val_batches", 20)))
-    report = {"name": spec.get("name"), "seed": seed, "steps": int(cfg["steps"]), "train_seconds": round(seconds, 1),
+    ppl = heldout_perplexity(model, held_out, max_batches=val_batches)
+    report = {"name": spec.get("name"), "recipe": r, "train_seconds": round(seconds, 1),
               "heldout_ppl": round(ppl, 2), "random_init_heldout_ppl": round(random_ppl, 2),
-              "train_chunks": len(train), "cache_key": cache_key(spec)}
+              "train_chunks": len(train), "train_tokens_seen": int(cfg["steps"]) * batch_size * seq_len,
+              "corpus": builtin_fingerprint(), "threads": torch.get_num_threads(), "cache_key": cache_key(spec)}
     log.info("pretrained %s: held-out ppl %.1f (random init %.1f) in %.0fs", spec.get("name"), ppl, random_ppl,
              seconds)
     final = cache_path(spec, cache_dir)
@@ -90,17 +131,30 @@ def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[
     return report
 
 
-def load_or_pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None):
-    """Load the cached pretrained model for ``spec``, pretraining it first if it is not cached."""
+def locate(spec: dict[str, Any], cache_dir: str | Path | None = None, train: bool = True) -> Path:
+    """The folder holding ``spec``'s weights: shipped, cached, or (``train``) pretrained now."""
+    name = spec.get("shipped")
+    if name and shipped.matches(name, recipe(spec)):
+        return shipped.verified_folder(name)
+    if name:
+        log.info("%s: the recipe differs from the shipped one, so the shipped weights are not used.", name)
     path = cache_path(spec, cache_dir)
     if not (path / "pretrain_report.json").is_file():
+        if not train:
+            raise FileNotFoundError(path)
         log.info("no cached %s at %s: pretraining it now (once).", spec.get("name"), path)
         pretrain(spec, cache_dir)
+    return path
+
+
+def load_or_pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None):
+    """Load ``spec``'s model and tokenizer: shipped, else cached, else pretrained now and cached."""
+    path = locate(spec, cache_dir)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model.eval(), tokenizer
 
 
 def pretrain_report(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[str, Any]:
-    path = cache_path(spec, cache_dir) / "pretrain_report.json"
+    path = locate(spec, cache_dir, train=False) / "pretrain_report.json"
     return json.loads(path.read_text())

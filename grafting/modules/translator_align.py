@@ -9,7 +9,9 @@ Residual targets come from truncated forwards: no host block after j and no dono
 is computed. The frozen parts run under ``no_grad``; the trainable translator is applied to the
 captured activations, so no activation of a frozen model is ever kept for backward.
 With ``loss.kind=logits`` the phases instead match output logits (grafted vs donor, then grafted
-vs host), which needs full forwards.
+vs host), which needs full forwards. With ``loss.reading=logit_lens`` a residual loss compares the
+two streams decoded by the phase's reference model (donor for Pre-T, host for Post-T) through its
+final norm and unembedding.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from grafting import surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
 from grafting.grafted import graft_of
-from grafting.losses import KINDS, get_distance
+from grafting.losses import KINDS, READINGS, get_distance
+from grafting.translators import least_squares_map
 
 PHASES = ("pre", "post")
 
@@ -38,15 +41,18 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
 
     def __init__(self, grafted: nn.Module, host: nn.Module, donor: nn.Module, layer: int, phase: str,
                  kind: str = "residual", distance: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, reading: str = "hidden"):
         super().__init__()
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         if kind not in KINDS:
             raise ConfigError("loss.kind", f"unknown loss kind {kind!r}; allowed: {', '.join(KINDS)}.")
+        if reading not in READINGS:
+            raise ConfigError("loss.reading", f"unknown reading {reading!r}; allowed: {', '.join(READINGS)}.")
+        self.reading = reading
         self.grafted, self.host, self.donor = grafted, host, donor
         self.layer, self.phase, self.kind = layer, phase, kind
-        self.distance = get_distance("kl" if kind == "logits" else distance)
+        self.distance = get_distance("kl" if kind == "logits" else distance, temperature)
         self.lr, self.weight_decay, self.temperature = lr, weight_decay, temperature
         self.dest, self.graft = graft_of(grafted)
         for model in (grafted, host, donor):
@@ -58,11 +64,23 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
 
     # -- targets and predictions --------------------------------------------------------------
 
+    @property
+    def reference(self) -> nn.Module:
+        """The model whose stream this phase matches: the donor for Pre-T, the host for Post-T."""
+        return self.donor if self.phase == "pre" else self.host
+
     def _residual_pre(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             host_in = surgery.residual_before(self.grafted, ids, self.dest, mask)  # = host's: shared prefix
             target = surgery.residual_before(self.donor, ids, self.layer, mask)
-        return self.translator(host_in), target
+        return host_in, target
+
+    def translator_io(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(translator input, target stream)`` of a batch: what a least-squares fit of the translator needs."""
+        if self.kind != "residual":
+            raise ConfigError("align.solver", "a least-squares translator needs loss=residual.")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        return (self._residual_pre if self.phase == "pre" else self._residual_post)(ids, mask)
 
     def _residual_post(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         captured: dict[str, Any] = {}
@@ -87,7 +105,7 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         finally:
             for h in handles:
                 h.remove()
-        return self.translator(captured["block_out"]), target
+        return captured["block_out"], target
 
     def _logits(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         reference = self.donor if self.phase == "pre" else self.host
@@ -100,9 +118,35 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if self.kind == "logits":
             pred, target = self._logits(ids, mask)
-            return self.distance(pred, target, mask, temperature=self.temperature)
-        pred, target = (self._residual_pre if self.phase == "pre" else self._residual_post)(ids, mask)
+            return self.distance(pred, target, mask)
+        source, target = self.translator_io(batch)
+        pred = self.translator(source)
+        if self.reading == "logit_lens":
+            pred = surgery.logit_lens(self.reference, pred)
+            with torch.no_grad():
+                target = surgery.logit_lens(self.reference, target)
         return self.distance(pred, target, mask)
+
+    # -- closed form ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def captured(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """Translator inputs and targets at every non-pad position of ``batches``, as ``(N, d)`` rows."""
+        device = next(self.translator.parameters()).device
+        xs, ys = [], []
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            x, y = self.translator_io(batch)
+            keep = batch["attention_mask"].bool()
+            xs.append(x[keep].float().cpu())
+            ys.append(y[keep].float().cpu())
+        return torch.cat(xs), torch.cat(ys)
+
+    def fit_least_squares_(self, batches) -> None:
+        """Set the translator to the MSE optimum on the residuals captured from ``batches``."""
+        weight, bias = least_squares_map(*self.captured(batches))
+        device = next(self.translator.parameters()).device
+        self.translator.set_map_(weight.to(device), bias.to(device))
 
     # -- Lightning hooks -----------------------------------------------------------------------
 

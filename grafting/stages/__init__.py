@@ -11,6 +11,7 @@ from grafting.errors import ConfigError
 
 STAGES: dict[str, str] = {
     "pretrain": "grafting.stages.pretrain",
+    "pretrain_mlm": "grafting.stages.pretrain_mlm",
     "finetune": "grafting.stages.finetune",
     "align": "grafting.stages.align",
     "pipeline": "grafting.stages.pipeline",

@@ -41,6 +41,7 @@ def finetune_donor(ctx: RunContext, donor, tokenizer) -> LayerFinetuneModule:
     cfg, ft = ctx.cfg, ctx.cfg.finetune
     loader = OmegaConf.merge(cfg.dataloader, {"kind": "mod", "batch_size": ft.batch_size})
     data = build_datamodule(loader, cfg.task, tokenizer, int(cfg.seed), with_val=False)
+    ctx.reseed()
     module = LayerFinetuneModule(donor, int(cfg.graft.layer), ft.method, lr=float(ft.lr), lora_r=int(ft.lora_r),
                                  lora_alpha=int(ft.lora_alpha), lora_dropout=float(ft.lora_dropout),
                                  weight_decay=float(ft.weight_decay))

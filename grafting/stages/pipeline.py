@@ -1,11 +1,22 @@
-"""Stage ``pipeline`` (the main job): tiny pair -> fine-tune -> align -> graft -> evaluate -> tables."""
+"""Stage ``pipeline`` (the main job): tiny pair -> fine-tune -> align -> graft -> evaluate -> tables.
+
+Besides Tuned / Grafted / Vanilla / Host, two controls are scored (``evaluation.controls``), since a
+transfer claim is a claim against them:
+
+- ``VanillaGraft``: the same aligned translators around the *vanilla* block (what strategy
+  ``original`` holds just before the swap). What the translators alone make of the host.
+- ``IdentityGraft``: the tuned block between untrained identity translators. What the block
+  does without alignment.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from grafting import surgery
 from grafting.evaluation.suite import evaluate_models
 from grafting.evaluation.tables import pipeline_markdown
 from grafting.grafted import build_grafted, save_graft, swap_donor_block_
@@ -25,12 +36,19 @@ def run(cfg) -> dict[str, Any]:
         start = tuned_block if cfg.graft.strategy == "direct" else None
         grafted = build_grafted(host, donor, layer, dest, cfg.graft.translator, block=start)
         history = align_graft(ctx, grafted, host, donor, tokenizer)
+        controls = {}
+        if cfg.evaluation.get("controls", True):
+            controls["VanillaGraft"] = copy.deepcopy(grafted)
+            if cfg.graft.strategy == "direct":
+                swap_donor_block_(controls["VanillaGraft"], surgery.get_blocks(donor)[layer])
+            controls["IdentityGraft"] = build_grafted(host, donor, layer, dest, cfg.graft.translator,
+                                                      block=tuned_block)
         if cfg.graft.strategy == "original":
             swap_donor_block_(grafted, tuned_block)
         save_graft(grafted, ctx.run_dir / "graft", {"graft": OmegaConf.to_container(cfg.graft, resolve=True)},
                    overwrite=bool(cfg.get("overwrite", False) or cfg.get("resume", False)))
 
-        models = {"Tuned": tuned_model, "Grafted": grafted, "Vanilla": donor, "Host": host}
+        models = {"Tuned": tuned_model, "Grafted": grafted, **controls, "Vanilla": donor, "Host": host}
         cache = ctx.cache_dir if cfg.evaluation.get("cache", False) else None
         scores = evaluate_models(cfg, models, tokenizer, host=host, cache_dir=cache)
         markdown = pipeline_markdown(scores)

@@ -62,6 +62,7 @@ def train_source(ctx: RunContext, source: nn.Module, tokenizer, task: SkillTask)
     sk, opt = ctx.cfg.skill, ctx.cfg.skill.source_sft
     examples = task.split("train")[: int(opt.n_train)]
     data = TaskSFTDataset(examples, tokenizer, int(sk.max_length))
+    ctx.reseed()
     module = CausalLMModule(copy.deepcopy(source).float().train(), lr=float(opt.lr), weight_decay=0.0,
                             warmup_steps=int(opt.warmup_steps), max_steps=int(opt.steps))
     loader = _loader(data, pad_collate(tokenizer.pad_token_id), int(opt.batch_size), int(ctx.cfg.seed))
@@ -107,6 +108,7 @@ def train_target(ctx: RunContext, target: nn.Module, tokenizer, data: Distilled,
     else:
         examples = [SkillExample(p, r, None) for p, r in zip(data.prompts, data.responses, strict=True)]
         dataset, collate = TaskSFTDataset(examples, tokenizer, int(sk.max_length)), pad_collate(pad)
+    ctx.reseed()
     module = SkillPackTrainModule(
         target, method=method, lr=float(lr if lr is not None else opt.lr), weight_decay=float(opt.weight_decay),
         warmup_steps=int(opt.warmup_steps), max_steps=steps, lora_r=lora_r,

@@ -79,6 +79,7 @@ def sft_source(ctx: RunContext, target: torch.nn.Module, tokenizer) -> torch.nn.
     loader = OmegaConf.merge(cfg.dataloader, {"kind": "mod", "batch_size": int(tp.source_sft_batch_size)})
     data = build_datamodule(loader, cfg.task, tokenizer, int(cfg.seed), with_val=False)
     steps = int(tp.source_sft_steps)
+    ctx.reseed()
     module = CausalLMModule(copy.deepcopy(target).train(), lr=float(tp.source_sft_lr),
                             weight_decay=float(tp.source_sft_weight_decay),
                             warmup_steps=min(int(tp.source_sft_warmup), steps), max_steps=steps)
