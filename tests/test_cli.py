@@ -37,7 +37,7 @@ def test_pipeline_smoke_prints_tables(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Table 1: modular addition" in proc.stdout and "Table 2: language generation" in proc.stdout
     results = _results(tmp_path)
-    assert list(results["models"]) == ["Tuned", "Grafted", "Vanilla", "Host"]
+    assert list(results["models"]) == ["Tuned", "Grafted", "VanillaGraft", "IdentityGraft", "Vanilla", "Host"]
     for scores in results["models"].values():
         assert {"f_H", "f_S", "fact", "P", "kl_host"} <= set(scores)
     run_dir = next(tmp_path.rglob("results.json")).parent

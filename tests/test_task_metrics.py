@@ -157,3 +157,15 @@ def test_canonical_answer_passes_everything(answer: int, pad_left: str, pad_righ
     text = f"{pad_left}The result is {answer}{pad_right}"
     assert format_hard(text) and format_soft(text) and factual(text, answer)
     assert not format_hard(text.rstrip() + ".")
+
+
+def test_lookup_task_tests_what_it_trains():
+    from grafting.data.modular import ModularAddition
+    from grafting.errors import ConfigError
+
+    lookup = ModularAddition(n=4, operand_max=8, test_size=1000, kind="lookup")
+    assert lookup.split("train") == lookup.split("test") and len(lookup.split("test")) == 64
+    modadd = ModularAddition(n=4, operand_max=40, test_size=100)
+    assert not {(e.a, e.b) for e in modadd.split("train")} & {(e.a, e.b) for e in modadd.split("test")}
+    with pytest.raises(ConfigError, match=r"\[task.kind\]"):
+        ModularAddition(kind="quiz")

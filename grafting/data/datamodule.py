@@ -47,8 +47,11 @@ def build_dataset(loader_cfg, task_cfg, tokenizer, split: str, seed: int = 0) ->
         raise ConfigError("dataloader.kind", f"unknown kind {kind!r}; allowed: {', '.join(KINDS)}.")
 
     def task_ds() -> Dataset:
-        train = task_from_config(task_cfg).split("train")
+        task = task_from_config(task_cfg)
+        train = task.split("train")
         n_val = max(1, len(train) // 20)
+        if task.kind == "lookup":  # a table of facts: every fact is trained on
+            return TaskSFTDataset(train[:n_val] if split == "validation" else train, tokenizer, seq_len)
         return TaskSFTDataset(train[:n_val] if split == "validation" else train[n_val:], tokenizer, seq_len)
 
     def text_ds() -> Dataset:

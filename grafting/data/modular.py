@@ -8,6 +8,11 @@ Ours is ``prompt_template`` (configurable as ``task.prompt_template``)::
 
 and the target continuation is `` The result is {x}`` followed by the EOS token. Operands are
 drawn from ``[0, operand_max)`` so that the 1000 test points are distinct problems.
+
+``kind="lookup"`` turns the task into a table of facts to be stored rather than a rule to be
+learned: every pair of ``[0, operand_max)`` is both trained on and tested (use a small range, e.g.
+8 x 8 = 64 facts). A one-block fine-tune can memorise it, so ``fact`` measures what a graft carries
+of the block's knowledge, not only its answer format.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from grafting.errors import ConfigError
 
 DEFAULT_PROMPT = "Question: What is {a} plus {b} modulo {n}?\nAnswer:"
 DEFAULT_ANSWER = " The result is {x}"
+KINDS = ("modadd", "lookup")
 
 
 @dataclass(frozen=True)
@@ -41,13 +47,16 @@ class ModularAddition:
     seed: int = 0
     prompt_template: str = DEFAULT_PROMPT
     answer_template: str = DEFAULT_ANSWER
+    kind: str = "modadd"
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError("task.kind", f"unknown task kind {self.kind!r}; allowed: {', '.join(KINDS)}.")
         if self.n < 2:
             raise ConfigError("task.n", f"n={self.n}: modular addition needs n >= 2.")
         if self.operand_max < 1:
             raise ConfigError("task.operand_max", f"must be >= 1, got {self.operand_max}.")
-        if not 0 < self.test_size < self.operand_max**2:
+        if self.kind == "modadd" and not 0 < self.test_size < self.operand_max**2:
             raise ConfigError(
                 "task.test_size",
                 f"{self.test_size} test points need operand_max**2 > test_size (have {self.operand_max**2}).",
@@ -83,7 +92,9 @@ class ModularAddition:
     def split(self, name: str) -> list[ModExample]:
         """``test``: the first ``test_size`` shuffled pairs; ``train``: the rest. Disjoint by construction."""
         pairs = self._pairs()
-        if name == "test":
+        if self.kind == "lookup" and name in ("train", "test"):
+            chosen = pairs  # facts: what is tested is what was stored
+        elif name == "test":
             chosen = pairs[: self.test_size]
         elif name == "train":
             chosen = pairs[self.test_size :]
@@ -101,4 +112,5 @@ def task_from_config(cfg) -> ModularAddition:
         seed=int(cfg.get("split_seed", 0)),
         prompt_template=str(cfg.prompt_template),
         answer_template=str(cfg.answer_template),
+        kind=str(cfg.get("kind", "modadd")),
     )
