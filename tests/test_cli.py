@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,9 @@ def test_pipeline_smoke_prints_tables(tmp_path):
     assert list(results["models"]) == ["Tuned", "Grafted", "VanillaGraft", "IdentityGraft", "Vanilla", "Host"]
     for scores in results["models"].values():
         assert {"f_H", "f_S", "fact", "P", "kl_host"} <= set(scores)
+    prov = results["provenance"]  # the main job says what produced it
+    assert prov["versions"]["torch"] == torch.__version__ and set(prov["git"]) == {"commit", "dirty"}
+    assert prov["device"]["type"] in ("cpu", "cuda") and results["config"]["graft"]["layer"] == 1
     run_dir = next(tmp_path.rglob("results.json")).parent
     assert (run_dir / "results.md").is_file() and (run_dir / "graft" / "manifest.json").is_file()
 
@@ -49,7 +53,8 @@ def test_pipeline_smoke_prints_tables(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluation = json.loads(next((tmp_path / "ev").rglob("evaluation.json")).read_text())
-    assert evaluation["max_abs_difference_vs_saved"] < 1e-6
+    assert evaluation["max_abs_difference_vs_saved"] < 1e-6 and evaluation["settings_changed"] == {}
+    assert not list(run_dir.glob("evaluation.*"))  # written to evaluate.py's own folder
     assert evaluation["models"]["Grafted"]["f_S"] == results["models"]["Grafted"]["f_S"]
 
 

@@ -37,14 +37,19 @@ def test_multirun_with_local_host_and_aggregate(tmp_path):
     sweep_dir = results[0].parent.parent
     proc = _run("evaluate.py", [f"aggregate={sweep_dir}"], tmp_path / "ev")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| graft.layer=")]
-    assert len(rows) == 2 and all("±" in r and r.rstrip().endswith("| 2 |") for r in rows), proc.stdout
-    assert (sweep_dir / "aggregate.csv").is_file() and (sweep_dir / "graft.layer.png").is_file()
-    grafted_table = (sweep_dir / "aggregate.md").read_text()
+    out = next((tmp_path / "ev").rglob("aggregate.md")).parent  # evaluate.py's own folder, not the sweep's
+    assert not list(sweep_dir.glob("aggregate*")) and not list(sweep_dir.glob("*.png"))
+    table = (out / "aggregate.md").read_text()
+    assert all(f"**{m}** over 4 jobs" in table for m in ("Tuned", "Grafted", "Vanilla", "Host")), table
+    grafted = table.split("**Grafted**")[1].split("\n**")[0]  # up to the next model's table
+    rows = [line for line in grafted.splitlines() if line.startswith("| graft.layer=")]
+    assert len(rows) == 2 and all("±" in r and r.rstrip().endswith("| 2 |") for r in rows), table
+    assert "Runs made with commit" in table
+    assert (out / "aggregate.csv").is_file() and (out / "graft.layer.png").is_file()
+    assert (out / "graft.layer_Tuned.png").is_file()
     proc = _run("evaluate.py", [f"aggregate={sweep_dir}", "aggregate_model=Tuned"], tmp_path / "ev2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (sweep_dir / "aggregate_Tuned.md").read_text().startswith("**Tuned**")
-    assert (sweep_dir / "aggregate.md").read_text() == grafted_table  # the grafted tables are kept
+    assert next((tmp_path / "ev2").rglob("aggregate_Tuned.md")).read_text().startswith("**Tuned**")
 
 
 @pytest.mark.slow

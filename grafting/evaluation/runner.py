@@ -18,6 +18,7 @@ from grafting.evaluation.suite import evaluate_models
 from grafting.evaluation.tables import pipeline_markdown
 from grafting.grafted import build_grafted, load_graft_
 from grafting.models.loading import load_model
+from grafting.provenance import provenance
 from grafting.run_context import RESULTS
 from grafting.stages.finetune import load_tuned_block
 from grafting.validation import validate_config
@@ -51,7 +52,37 @@ def _max_difference(a: dict, b: dict) -> float:
     return max(diffs, default=0.0)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def _command_line_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def apply_evaluation_overrides(run_cfg: DictConfig, cfg: DictConfig, overrides: list[str]) -> dict[str, dict]:
+    """Set in ``run_cfg`` every ``evaluation.*`` key given on the command line (its value in ``cfg``).
+
+    Returns ``{key: {"run": the run's value, "now": the value used}}`` for those that differ from the run's.
+    """
+    changed = {}
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+")
+        if "=" not in item or not (key == "evaluation" or key.startswith("evaluation.")):
+            continue
+        old, new = _plain(OmegaConf.select(run_cfg, key, default=None)), OmegaConf.select(cfg, key, default=None)
+        with open_dict(run_cfg):
+            OmegaConf.update(run_cfg, key, new, merge=False, force_add=True)
+        if _plain(new) != old:
+            changed[key] = {"run": old, "now": _plain(new)}
+    return changed
+
+
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Aggregate a sweep, re-evaluate a run (with the ``evaluation.*`` settings of the command line, or of
+    ``overrides``) or evaluate a saved model. Everything is written to this job's own output folder."""
     validate_config(cfg)  # every key, before any model is loaded
     out_dir = Path(cfg.paths.output_dir)
     if cfg.get("aggregate"):
@@ -60,33 +91,47 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         sweep = Path(cfg.aggregate)
         if not sweep.is_dir():
             raise ConfigError("aggregate", f"{sweep} is not a folder (give a multirun directory).")
-        report = aggregate(sweep, sweep, model=cfg.aggregate_model)
+        report = aggregate(sweep, cfg.get("aggregate_out") or out_dir, model=cfg.get("aggregate_model"),
+                           allow_mixed=bool(cfg.get("allow_mixed", False)))
         print(report["table"])
         print(f"wrote {report['files']} and {len(report['figures'])} figure(s)")
         return report
+    changed: dict[str, dict] = {}
     if cfg.get("run_dir"):
         run_dir = Path(cfg.run_dir)
+        if out_dir.resolve() == run_dir.resolve():
+            raise ConfigError("hydra.run.dir", f"{out_dir} is the run being evaluated: evaluate.py never writes there.")
         run_cfg = _saved_config(run_dir)
         with open_dict(run_cfg):
             run_cfg.paths = cfg.paths
+        changed = apply_evaluation_overrides(run_cfg, cfg, _command_line_overrides() if overrides is None else overrides)
+        if changed:
+            print(f"evaluation settings that differ from the run's ({run_dir}): "
+                  + ", ".join(f"{k}: {v['run']} -> {v['now']}" for k, v in changed.items()))
+        else:
+            log.info("evaluating with the run's own evaluation settings")
         models, tokenizer, host = rebuild_pipeline_models(run_cfg, run_dir, cfg.paths.cache_dir)
         scores = evaluate_models(run_cfg, models, tokenizer, host=host)
+        evaluation = run_cfg.evaluation
     elif cfg.get("model"):
         path = Path(cfg.model)
         model, tokenizer = load_model({"source": "local", "path": str(path)}, "model")
         host, _ = load_model(cfg.host, "host", cfg.paths.cache_dir)
         scores = evaluate_models(cfg, {path.name: model, "Host": host}, tokenizer, host=host)
-        run_dir = None
+        run_dir, evaluation = None, cfg.evaluation
     else:
         raise ConfigError("run_dir", "give run_dir=<a train.py run directory> or model=<a saved model folder>.")
     markdown = pipeline_markdown(scores)
     print(markdown)
-    result: dict[str, Any] = {"models": scores}
+    result: dict[str, Any] = {"models": scores, "evaluation": _plain(evaluation), "settings_changed": changed,
+                              "provenance": provenance()}
     if run_dir is not None and (run_dir / RESULTS).is_file():
         saved = json.loads((run_dir / RESULTS).read_text())["models"]
         result["max_abs_difference_vs_saved"] = _max_difference(scores, saved)
-        print(f"max |difference| against {run_dir / RESULTS}: {result['max_abs_difference_vs_saved']:.3g}")
+        print(f"max |difference| against {run_dir / RESULTS}: {result['max_abs_difference_vs_saved']:.3g}"
+              + (" (other evaluation settings)" if changed else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "evaluation.json", result)
     write_text_atomic(out_dir / "evaluation.md", markdown)
+    print(f"wrote {out_dir / 'evaluation.json'}")
     return result

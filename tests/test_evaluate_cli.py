@@ -1,0 +1,86 @@
+"""evaluate.py run_dir=: the evaluation settings of the command line are used and reported; the run is left alone."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from grafting.models.loading import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled")
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def multiline_model(folder: Path) -> None:
+    """A 2-block model whose greedy answer to any prompt is ``1\\n1\\n1...``: its blocks add nothing, the
+    embedding puts each token in one direction and the head maps them: any token -> 1 -> newline -> 1."""
+    arch = {"model_type": "gpt_neox", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 128, "vocab_size": 4096, "max_position_embeddings": 256}
+    model, tok = load_model({"source": "random", "seed": 0, "tokenizer_vocab": 4096, "arch": arch}, "host")
+    (one,), (newline,) = (tok.convert_tokens_to_ids(tok.tokenize(t)) for t in ("1", "\n"))
+    with torch.no_grad():
+        for block in model.gpt_neox.layers:
+            for linear in (block.attention.dense, block.mlp.dense_4h_to_h):
+                linear.weight.zero_()
+                linear.bias.zero_()
+        emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        assert emb is not head
+        emb.zero_()
+        emb[:, 0] = 1  # every token in direction 0, except "1" (direction 1) and newline (direction 2)
+        emb[one], emb[newline] = 0, 0
+        emb[one, 1] = emb[newline, 2] = 1
+        head.zero_()
+        head[one, 0] = head[one, 2] = head[newline, 1] = 10
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A smoke pipeline run of the multi-line model (host = donor), scored on 8 points, answer line only
+    (no MLM scorer: not needed here)."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    multiline_model(tmp / "multiline")
+    proc = _run("train.py", ["debug=smoke", f"host={tmp / 'multiline'}", f"donor={tmp / 'multiline'}",
+                             "evaluation.task_points=8", "evaluation.language.mlm_model=null",
+                             f"paths.log_dir={tmp / 'runs'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return next((tmp / "runs").rglob("results.json")).parent
+
+
+def _snapshot(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*") if p.is_file()}
+
+
+def test_command_line_evaluation_settings_are_used_and_reported(run_dir, tmp_path):
+    saved = json.loads((run_dir / "results.json").read_text())["models"]
+    sample = saved["Host"]["samples"][0]  # the run scored the answer line of a multi-line output
+    assert sample["answer_line"] == "1" and sample["output"].startswith("1\n1")
+    before = _snapshot(run_dir)
+    proc = _run("evaluate.py", [f"run_dir={run_dir}", "evaluation.first_line_only=false", "evaluation.task_points=200",
+                                f"paths.log_dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "evaluation.first_line_only: True -> False" in proc.stdout, proc.stdout[-2000:]
+    assert "evaluation.task_points: 8 -> 200" in proc.stdout
+    assert _snapshot(run_dir) == before  # nothing written into the run
+    evaluation = json.loads(next(tmp_path.rglob("evaluation.json")).read_text())
+    assert evaluation["settings_changed"] == {"evaluation.first_line_only": {"run": True, "now": False},
+                                              "evaluation.task_points": {"run": 8, "now": 200}}
+    assert evaluation["evaluation"]["first_line_only"] is False
+    scores = evaluation["models"]
+    multiline = [m for m, s in scores.items() if any("\n" in x["output"] for x in s["samples"])]
+    assert "Host" in multiline and "Vanilla" in multiline
+    assert {s["n"] for s in scores.values()} == {16}  # every test point of the smoke task, not the run's 8
+    for name in multiline:  # more than one number once the whole output counts
+        assert scores[name]["f_S"] < saved[name]["f_S"], (name, scores[name], saved[name])
+    assert scores["Host"]["f_S"] == 0.0 and saved["Host"]["f_S"] == 1.0
+
