@@ -41,12 +41,17 @@ def gpt2(seed: int) -> GPT2LMHeadModel:
     return GPT2LMHeadModel(cfg).eval()
 
 
+def _name_of(model: torch.nn.Module, module: torch.nn.Module) -> str:
+    return next(n for n, m in model.named_modules() if m is module)
+
+
 def test_neox_candidates_are_block_projections_only() -> None:
     src, tgt = neox(0), neox(1)
     names = candidate_modules(src, tgt)
     assert names == NEOX_NAMES
-    for bad in ("embed_in", "embed_out", "layernorm", "layer_norm"):
-        assert not any(bad in n for n in names)
+    head, embed = _name_of(tgt, tgt.get_output_embeddings()), _name_of(tgt, tgt.get_input_embeddings())
+    assert head in dict(tgt.named_modules()) and head not in names and embed not in names
+    assert not any("layernorm" in n or "layer_norm" in n for n in names)
 
 
 def test_gpt2_conv1d_candidates_exclude_tied_lm_head() -> None:
@@ -59,8 +64,12 @@ def test_gpt2_conv1d_candidates_exclude_tied_lm_head() -> None:
 
 def test_untied_lm_head_excluded_via_get_output_embeddings() -> None:
     m = neox(0)
-    assert isinstance(m.get_output_embeddings(), torch.nn.Linear)
-    assert "embed_out" not in linear_modules(m)
+    head = m.get_output_embeddings()
+    assert isinstance(head, torch.nn.Linear) and head.weight is not m.get_input_embeddings().weight  # untied
+    name = _name_of(m, head)  # "lm_head" in transformers 5, "embed_out" before
+    assert name not in linear_modules(m)
+    assert len(linear_modules(m)) == len(NEOX_NAMES)  # the head is the only leaf Linear left out
+    assert sum(isinstance(x, torch.nn.Linear) for x in m.modules()) == len(NEOX_NAMES) + 1
 
 
 def test_different_width_raises_listing_mismatches() -> None:
