@@ -1,133 +1,224 @@
-"""Tables of docs/RESULTS.md: the paper's numbers beside ours, from the replication's multiruns.
+"""The tables and figures of docs/RESULTS.md, from the replication's multiruns.
 
+    bash docs/replicate.sh                 # the runs (outputs/replication/<experiment>/...)
     python docs/make_results.py [--runs outputs/replication]
 
-Reads each ablation's multirun (written by docs/replicate.sh), computes mean ± std over seeds for
-the grafted model (and the Tuned / Vanilla references of the same jobs), copies the figures into
-docs/figures/ and rewrites the part of docs/RESULTS.md between the ``tables`` markers.
+Every cell is the mean over seeds with a 95% percentile-bootstrap interval. A grafted setting's
+transfer is called *shown* only where its interval lies above both controls' (the same translators
+around the vanilla block, and the tuned block between untrained identity translators).
+The generated part of docs/RESULTS.md is the text between the ``tables`` markers.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import statistics
+import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from grafting.reporting.aggregate import collect, summarise
+import yaml
+
+from grafting.reporting.stats import bootstrap_interval, format_interval, separated
 
 DOCS = Path(__file__).resolve().parent
 START, END = "<!-- tables:start -->", "<!-- tables:end -->"
-METRICS = ["f_H", "f_S", "fact", "P", "MLM", "ppl_ref", "kl_host"]
+TASK = ["f_H", "f_S", "fact"]
+WHOLE = ["f_H_whole", "f_S_whole", "fact_whole"]
+LANGUAGE = ["P", "MLM", "ppl_ref", "kl_host"]
 PAPER_METRICS = ["f_H", "f_S", "fact", "P", "MLM"]
+CONTROLS = ("VanillaGraft", "IdentityGraft")
+PROTOCOL = "paper_protocol"
 
-# The paper's Tables 1-10 (pythia-70m donor into pythia-70m-deduped unless said; one run each).
-# Per ablation: (paper column -> our sweep row, or None where we have no counterpart), paper values.
-ABLATIONS = {
-    "loss_ablation": {
-        "title": "Loss: residual vs logits (paper Tables 1-2)",
-        "columns": {"residual": "loss=residual", "logits": "loss=logits"},
-        "paper": {"Tuned": [1.000, 1.000, 0.227, 1.284, 0.359], "residual": [0.000, 0.645, 0.233, 1.236, 0.022],
-                  "logits": [0.000, 0.012, 0.046, 1.370, 0.012], "Vanilla": [0.000, 0.000, 0.000, 1.230, 0.749]},
-    },
-    "dest_layer": {
-        "title": "Destination layer (paper Tables 3-4: L1..L5 of pythia-70m's 6; ours: 0..3 of 4, donor block 2)",
-        # The paper does not say which donor block it tuned here, so no column is matched to ours.
-        "columns": {"L1": None, "L2": None, "L3": None, "L4": None, "L5": None},
-        "paper": {"L1": [0.000, 0.000, 0.000, 1.006, 0.000], "L2": [0.000, 0.001, 0.038, 1.290, 0.121],
-                  "L3": [0.000, 0.000, 0.000, 1.301, 0.054], "L4": [0.000, 0.723, 0.233, 1.281, 0.042],
-                  "L5": [0.000, 0.000, 0.000, 1.055, 0.010]},
-    },
-    "align_data": {
-        "title": "Alignment data: Mod / Mixed / general text (paper Tables 5-6; our general text is the built-in "
-                 "corpus, theirs FineWeb)",
-        "columns": {"Mod": "dataloader=mod", "Mixed": "dataloader=mixed", "Fineweb": "dataloader=text"},
-        "paper": {"Tuned": [1.000, 1.000, 0.227, 1.284, 0.359], "Mod": [0.000, 0.910, 0.233, 1.343, 0.029],
-                  "Mixed": [0.000, 0.706, 0.233, 1.305, 0.104], "Fineweb": [0.000, 0.639, 0.233, 1.337, 0.024],
-                  "Vanilla": [0.000, 0.000, 0.000, 1.231, 0.749]},
-    },
-    "strategy": {
-        "title": "Strategy: original vs direct (paper Tables 7-8)",
-        "columns": {"original": "graft.strategy=original", "direct": "graft.strategy=direct"},
-        "paper": {"Tuned": [1.000, 1.000, 0.227, 1.284, 0.359], "original": [0.000, 0.706, 0.233, 1.305, 0.104],
-                  "direct": [0.000, 0.000, 0.000, 1.087, 0.138], "Vanilla": [0.000, 0.000, 0.000, 1.231, 0.749]},
-    },
-    "host_size": {
-        "title": "Host size (paper Tables 9-10: 70m / 160m / 410m hosts; ours: tiny-host d=128 / -m d=192 / "
-                 "-l d=256 with 6 layers)",
-        "columns": {"70m": "host=tiny-host", "160m": "host=tiny-host-m", "410m": "host=tiny-host-l"},
-        "paper": {"Tuned": [1.000, 1.000, 0.229, 1.222, 0.619], "70m": [0.000, 0.645, 0.233, 1.236, 0.022],
+# The paper's Tables 1-10 (pythia-70m into pythia-70m-deduped unless said; one run each, no interval).
+PAPER = {
+    "loss_ablation": {"Tuned": [1.000, 1.000, 0.227, 1.284, 0.359], "residual": [0.000, 0.645, 0.233, 1.236, 0.022],
+                      "logits": [0.000, 0.012, 0.046, 1.370, 0.012], "Vanilla": [0.000, 0.000, 0.000, 1.230, 0.749]},
+    "dest_layer": {"L1": [0.000, 0.000, 0.000, 1.006, 0.000], "L2": [0.000, 0.001, 0.038, 1.290, 0.121],
+                   "L3": [0.000, 0.000, 0.000, 1.301, 0.054], "L4": [0.000, 0.723, 0.233, 1.281, 0.042],
+                   "L5": [0.000, 0.000, 0.000, 1.055, 0.010]},
+    "align_data": {"Tuned": [1.000, 1.000, 0.227, 1.284, 0.359], "Mod": [0.000, 0.910, 0.233, 1.343, 0.029],
+                   "Mixed": [0.000, 0.706, 0.233, 1.305, 0.104], "Fineweb": [0.000, 0.639, 0.233, 1.337, 0.024],
+                   "Vanilla": [0.000, 0.000, 0.000, 1.231, 0.749]},
+    "strategy": {"Tuned": [1.000, 1.000, 0.227, 1.284, 0.359], "original": [0.000, 0.706, 0.233, 1.305, 0.104],
+                 "direct": [0.000, 0.000, 0.000, 1.087, 0.138], "Vanilla": [0.000, 0.000, 0.000, 1.231, 0.749]},
+    "host_size": {"Tuned": [1.000, 1.000, 0.229, 1.222, 0.619], "70m": [0.000, 0.645, 0.233, 1.236, 0.022],
                   "160m": [0.000, 0.245, 0.027, 1.271, 0.111], "410m": [0.000, 0.000, 0.000, 1.338, 0.000],
                   "Vanilla": [0.000, 0.000, 0.002, 1.198, 0.722]},
-    },
+}
+
+# experiment -> (title, label of the protocol's own row or None when it has none)
+EXPERIMENTS = {
+    "loss_ablation": ("Loss: residual KL (the protocol) vs logits KL — paper Tables 1-2", "loss=residual"),
+    "strategy": ("Strategy: original (the protocol) vs direct — paper Tables 7-8", "graft.strategy=original"),
+    "align_data": ("Alignment data: general text (the protocol) vs Mod vs Mixed — paper Tables 5-6",
+                   "dataloader=text"),
+    "dest_layer": ("Destination block for donor block 2 (dest 2 is the protocol) — paper Tables 3-4",
+                   "graft.dest=2"),
+    "host_size": ("Host width: tiny-host d=128 (the protocol), -m d=192, -l d=256 with 6 blocks — paper Tables 9-10",
+                  "host=tiny-host"),
+    "pair_init": ("Pair initialisation (beyond the paper): shared-init host (the protocol) vs independent init",
+                  "host=tiny-host"),
+    "pair_seed": ("Pair seeds: the whole shared-init pair re-initialised and pretrained (seed 0 is the shipped "
+                  "pair)", "tiny.pair_seed=0"),
+    "protocol_variants": ("Our variants of the protocol (losses, closed-form translators)", "protocol"),
+    "knowledge": ("Knowledge (beyond the paper): 64 facts a one-block fine-tune can store (task.kind=lookup)", None),
 }
 
 
-def _cell(stats: tuple[float, float, int] | None) -> str:
-    return "n/a" if stats is None else f"{stats[0]:.3f} ± {stats[1]:.3f}"
+@dataclass
+class Job:
+    experiment: str
+    setting: str  # the job's overrides without the seed, e.g. "loss=logits"
+    seed: int
+    results: dict[str, Any]
+
+    def metric(self, model: str, name: str) -> float:
+        value = (self.results.get("models") or {}).get(model, {}).get(name)
+        return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def _pooled(sweep: Path, model: str) -> dict[str, tuple[float, float, int]]:
-    """A reference model's metrics over the sweep's seeds (one value per seed: the jobs of a seed agree)."""
-    per_seed: dict[int, dict[str, float]] = {}
-    for rec in collect(sweep, model):
-        per_seed.setdefault(rec["seed"], rec["metrics"])
-    out = {}
-    for m in METRICS:
-        values = [v[m] for v in per_seed.values() if m in v and v[m] == v[m]]
-        if values:
-            out[m] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
-    return out
+def load_jobs(runs: Path) -> list[Job]:
+    """Every finished job under ``runs/<experiment>/``."""
+    jobs = []
+    for path in sorted(runs.glob("*/**/results.json")):
+        experiment = path.relative_to(runs).parts[0]
+        overrides = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text()) or []
+        pairs = [o.lstrip("+") for o in overrides if not o.startswith(("seed=", "hydra.", "resume="))]
+        results = json.loads(path.read_text())
+        jobs.append(Job(experiment, " ".join(sorted(pairs)), int(results["config"]["seed"]), results))
+    return jobs
 
 
-def ablation_markdown(name: str, spec: dict, sweep: Path) -> str:
-    grafted = summarise(collect(sweep, "Grafted"))
-    ours = {"Tuned": _pooled(sweep, "Tuned"), "Vanilla": _pooled(sweep, "Vanilla")}
-    for column, row in spec["columns"].items():
-        if row is not None:
-            ours[column] = grafted.get(row, {})
-    columns = list(spec["paper"])
-    seeds = max(v[2] for v in next(iter(grafted.values())).values())
-    lines = [f"### {spec['title']}", "", f"Ours: mean ± std over {seeds} seeds of the jobs in `{sweep}` "
-             f"(`python evaluate.py aggregate={sweep}` prints the grafted rows; Tuned and Vanilla are the "
-             "reference models of the same jobs).", "",
-             "| metric | | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
-    has_ours = any(row is not None for row in spec["columns"].values())
-    for m in METRICS:
-        if m in PAPER_METRICS:
-            i = PAPER_METRICS.index(m)
-            lines.append(f"| {m} | paper | " + " | ".join(f"{spec['paper'][c][i]:.3f}" for c in columns) + " |")
-        if has_ours:
-                lines.append(f"| {m} | ours | " + " | ".join(_cell(ours.get(c, {}).get(m)) if c in ours else "—"
-                                                         for c in columns) + " |")
-    if name == "dest_layer":  # our ladder has other indices than the paper's: the whole sweep, by our dest
-        rows = sorted(grafted, key=lambda r: int(r.split("=")[1]))
-        lines += ["", "Ours, every destination (donor block 2 fine-tuned; `graft.dest=j` replaces host block j):", "",
-                  "| graft.dest | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-        lines += [f"| {r.split('=')[1]} | " + " | ".join(_cell(grafted[r].get(m)) for m in METRICS) + " |" for r in rows]
-    figures = sorted(p for p in sweep.glob("*.png") if "_" not in p.stem or p.stem.startswith("graft"))
-    target = DOCS / "figures"
-    target.mkdir(exist_ok=True)
-    for fig in figures:
-        shutil.copyfile(fig, target / f"{name}_{fig.name}")
-        lines += ["", f"![{name}: {fig.stem}](figures/{name}_{fig.name})"]
-    return "\n".join(lines) + "\n"
+def interval(jobs: list[Job], model: str, metric: str) -> tuple[float, float, float]:
+    return bootstrap_interval([j.metric(model, metric) for j in jobs])
+
+
+def _settings(jobs: list[Job], experiment: str, protocol_label: str | None) -> dict[str, list[Job]]:
+    """``{row label: jobs}``: the protocol's own jobs first (under the experiment's label), then the sweep's."""
+    out: dict[str, list[Job]] = {}
+    if protocol_label is not None:
+        out[protocol_label] = [j for j in jobs if j.experiment == PROTOCOL]
+    for job in jobs:
+        if job.experiment == experiment:
+            out.setdefault(job.setting or "(defaults)", []).append(job)
+    return {k: v for k, v in out.items() if v}
+
+
+def transfer_verdict(group: list[Job], metric: str) -> str:
+    """``shown`` when Grafted's interval lies above both controls'; else ``not shown``."""
+    grafted = interval(group, "Grafted", metric)
+    if any(math.isnan(interval(group, c, metric)[0]) for c in CONTROLS):
+        return "no controls"
+    above = all(separated(grafted, interval(group, c, metric)) and grafted[0] > interval(group, c, metric)[0]
+                for c in CONTROLS)
+    return "shown" if above else "not shown"
+
+
+def table(settings: dict[str, list[Job]], metrics: list[str]) -> list[str]:
+    """One row per (setting, model): the grafted model and its controls, then the references."""
+    lines = ["| setting | model | seeds | " + " | ".join(metrics) + " | f_S transfer | f_H transfer |",
+             "|---|---|---|" + "---|" * (len(metrics) + 2)]
+    for label, group in settings.items():
+        for model in ("Grafted", *CONTROLS):
+            verdicts = ([transfer_verdict(group, "f_S"), transfer_verdict(group, "f_H")] if model == "Grafted"
+                        else ["", ""])
+            cells = [format_interval(interval(group, model, m)) for m in metrics]
+            lines.append(f"| {label} | {model} | {len(group)} | " + " | ".join(cells) + " | " + " | ".join(verdicts)
+                         + " |")
+    references = next(iter(settings.values()))
+    for model in ("Tuned", "Vanilla", "Host"):
+        cells = [format_interval(interval(references, model, m)) for m in metrics]
+        lines.append(f"| (references) | {model} | {len(references)} | " + " | ".join(cells) + " | | |")
+    return lines
+
+
+def paper_table(name: str) -> list[str]:
+    columns = PAPER[name]
+    lines = ["| paper | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for i, metric in enumerate(PAPER_METRICS):
+        lines.append(f"| {metric} | " + " | ".join(f"{v[i]:.3f}" for v in columns.values()) + " |")
+    return lines
+
+
+def commands(settings: dict[str, list[Job]], experiment: str) -> str:
+    protocol = f"python train.py -m experiment={PROTOCOL}_tiny"
+    own = f"python train.py -m experiment={experiment}_tiny"
+    return f"`{own}`" + (f" (its protocol row: `{protocol}`)" if experiment != PROTOCOL else "")
+
+
+def alignment_report(jobs: list[Job]) -> list[str]:
+    """How far the Adam translators end from the closed-form MSE optimum (protocol jobs)."""
+    lines = ["| phase | held-out loss before → after | MSE / optimum's MSE − 1 | ‖W − W*‖ / ‖W*‖ |",
+             "|---|---|---|---|"]
+    for phase in ("pre", "post"):
+        hist = [j.results.get("align", {}).get(phase, {}) for j in jobs]
+        before = bootstrap_interval([h.get("val_loss_before", math.nan) for h in hist])
+        after = bootstrap_interval([h.get("val_loss_after", math.nan) for h in hist])
+        excess = bootstrap_interval([h.get("optimum", {}).get("mse_excess", math.nan) for h in hist])
+        dist = bootstrap_interval([h.get("optimum", {}).get("weight_rel_distance", math.nan) for h in hist])
+        lines.append(f"| {phase}-T | {format_interval(before)} → {format_interval(after)} | "
+                     f"{format_interval(excess)} | {format_interval(dist)} |")
+    return lines
+
+
+def samples(jobs: list[Job], models: tuple[str, ...] = ("Tuned", "Grafted", "VanillaGraft", "Host")) -> list[str]:
+    """What each model of the first protocol job actually answers (first three test prompts)."""
+    job = min(jobs, key=lambda j: j.seed)
+    lines = ["| model | answers to the first three test prompts (raw, up to 8 tokens) |", "|---|---|"]
+    for model in models:
+        outs = [s["output"] for s in job.results["models"].get(model, {}).get("samples", [])[:3]]
+        lines.append(f"| {model} | " + " · ".join(f"`{json.dumps(o)[1:-1]}`" for o in outs) + " |")
+    return lines
+
+
+def provenance(jobs: list[Job]) -> str:
+    prov = [j.results.get("provenance") or {} for j in jobs]
+    commits = sorted({str((p.get("git") or {}).get("commit"))[:10] for p in prov})
+    dirty = sorted({str((p.get("git") or {}).get("dirty")) for p in prov})
+    versions = sorted({json.dumps(p.get("versions"), sort_keys=True) for p in prov})
+    return (f"{len(jobs)} jobs; commit(s) {', '.join(commits)} (dirty: {', '.join(dirty)}); "
+            f"versions: {'; '.join(versions)}")
+
+
+def build(runs: Path) -> str:
+    jobs = load_jobs(runs)
+    protocol = [j for j in jobs if j.experiment == PROTOCOL]
+    if not protocol:
+        raise SystemExit(f"no {PROTOCOL} runs under {runs}: run `bash docs/replicate.sh` first")
+    metrics = TASK + ["f_S_whole"] + LANGUAGE
+    parts = [f"_Generated by `python docs/make_results.py --runs {runs}` from {provenance(jobs)}._", "",
+             "### The paper's protocol on the shipped pair", "",
+             f"`python train.py -m experiment={PROTOCOL}_tiny` (seeds 0-4 of the fine-tune and the alignment):", "",
+             *table({"protocol": protocol}, metrics), "",
+             "What the models answer (seed 0):", "", *samples(protocol), "",
+             "Is the alignment converged? The Adam translators against the closed-form MSE optimum "
+             "(least squares on the captured residuals, `align.solver=lstsq`), held out:", "",
+             *alignment_report(protocol), ""]
+    for name, (title, label) in EXPERIMENTS.items():
+        if not any(j.experiment == name for j in jobs):
+            parts += [f"### {title}", "", f"Not run yet: `python train.py -m experiment={name}_tiny`.", ""]
+            continue
+        settings = _settings(jobs, name, label)
+        parts += [f"### {title}", "", commands(settings, name) + ":", "", *table(settings, metrics), ""]
+        if name in PAPER:
+            parts += ["The paper's numbers (one run each):", "", *paper_table(name), ""]
+    return "\n".join(parts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("outputs/replication"))
     args = parser.parse_args()
-    parts = [ablation_markdown(name, spec, args.runs / name) for name, spec in ABLATIONS.items()
-             if (args.runs / name / "aggregate.md").is_file()]  # finished sweeps only
     results = DOCS / "RESULTS.md"
     text = results.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{results}: missing the {START} / {END} markers")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    results.write_text(head + START + "\n\n" + "\n".join(parts) + "\n" + END + tail)
-    print(f"rewrote the tables of {results} ({len(parts)} ablations)")
+    results.write_text(head + START + "\n\n" + build(args.runs) + "\n" + END + tail)
+    print(f"rewrote the tables of {results}")
 
 
 if __name__ == "__main__":
