@@ -46,13 +46,23 @@ def git_state(repo: Path = REPO) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
+def _cpu_name() -> str:
+    try:  # Linux: "AMD EPYC ...", "Intel(R) Xeon(R) ..."
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info() -> dict[str, Any]:
     """The device the run computes on by default, the default dtype and torch's CPU thread count."""
     if torch.cuda.is_available():
         device = {"type": "cuda", "name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
                   "cuda": torch.version.cuda}
     else:
-        device = {"type": "cpu", "name": platform.processor() or platform.machine(), "count": 1}
+        device = {"type": "cpu", "name": _cpu_name(), "count": 1}
     return {**device, "dtype": str(torch.get_default_dtype()).removeprefix("torch."),
             "threads": torch.get_num_threads(), "host": platform.node(), "platform": platform.platform()}
 
