@@ -32,7 +32,8 @@ def test_scores_are_read_back_and_keyed_by_weights(tmp_path, tokenizer, monkeypa
 
 @pytest.mark.parametrize("family", ["task", "language"])
 def test_a_new_metric_version_misses_the_cache(tmp_path, tokenizer, monkeypatch, family):
-    cfg = compose_config(["debug=smoke", "evaluation.task_points=8", "evaluation.language.n_texts=2"], tmp_path)
+    cfg = compose_config(["debug=smoke", "evaluation.task_points=8", "evaluation.language.n_texts=2",
+                          "evaluation.language.mlm_model=null"], tmp_path)
     model, host = tiny_model(seed=0), tiny_model(seed=1)
     cache = tmp_path / "cache"
     calls = []
