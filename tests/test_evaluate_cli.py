@@ -67,10 +67,11 @@ def test_command_line_evaluation_settings_are_used_and_reported(run_dir, tmp_pat
     assert sample["answer_line"] == "1" and sample["output"].startswith("1\n1")
     before = _snapshot(run_dir)
     proc = _run("evaluate.py", [f"run_dir={run_dir}", "evaluation.first_line_only=false", "evaluation.task_points=200",
-                                f"paths.log_dir={tmp_path}"])
+                                "task.n=5", f"paths.log_dir={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "evaluation.first_line_only: True -> False" in proc.stdout, proc.stdout[-2000:]
     assert "evaluation.task_points: 8 -> 200" in proc.stdout
+    assert "not applied to the re-evaluation of a run (its own config is used): task.n=5" in proc.stdout
     assert _snapshot(run_dir) == before  # nothing written into the run
     evaluation = json.loads(next(tmp_path.rglob("evaluation.json")).read_text())
     assert evaluation["settings_changed"] == {"evaluation.first_line_only": {"run": True, "now": False},

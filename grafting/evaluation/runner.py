@@ -104,7 +104,11 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
         run_cfg = _saved_config(run_dir)
         with open_dict(run_cfg):
             run_cfg.paths = cfg.paths
-        changed = apply_evaluation_overrides(run_cfg, cfg, _command_line_overrides() if overrides is None else overrides)
+        given = _command_line_overrides() if overrides is None else overrides
+        changed = apply_evaluation_overrides(run_cfg, cfg, given)
+        ignored = [o for o in given if not o.lstrip("+~").startswith(("evaluation", "paths.", "hydra", "run_dir="))]
+        if ignored:
+            print(f"not applied to the re-evaluation of a run (its own config is used): {', '.join(ignored)}")
         if changed:
             print(f"evaluation settings that differ from the run's ({run_dir}): "
                   + ", ".join(f"{k}: {v['run']} -> {v['now']}" for k, v in changed.items()))
