@@ -34,6 +34,7 @@ STRATEGIES = ("original", "direct")
 TRANSLATORS = ("linear", "affine")  # grafting.translators.TRANSLATORS
 LOSS_KINDS = ("residual", "logits")  # grafting.losses.KINDS
 DISTANCES = ("mse", "cosine", "kl")  # grafting.losses.DISTANCES
+READINGS = ("logit_lens", "hidden")  # grafting.losses.READINGS
 LOADER_KINDS = ("mod", "text", "mixed")  # grafting.data.datamodule.KINDS
 CORPUS_SOURCES = ("builtin", "local", "fineweb")
 CORPUS_FORMATS = ("text", "json", "parquet", "csv", "arrow")  # datasets' packaged builders
@@ -347,7 +348,7 @@ RULES: dict[str, Rule] = {
     "dataloader.num_workers": COUNT,
     # loss/
     "loss.kind": Choice(*LOSS_KINDS), "loss.distance": Choice(*DISTANCES), "loss.temperature": Float(gt=0),
-    "loss.reading": Choice("softmax", "logit_lens"),
+    "loss.reading": Choice(*READINGS),
     # finetune
     "finetune.method": Choice(*FINETUNE_METHODS), "finetune.lora_r": POS, "finetune.lora_alpha": POS,
     "finetune.lora_dropout": DROP, "finetune.lr": LR, "finetune.weight_decay": DECAY, "finetune.steps": POS,

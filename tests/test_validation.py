@@ -85,7 +85,7 @@ def test_registries_match_the_code():
 
     import grafting.skillpack  # noqa: F401 (registers every compressor)
     from grafting.data import datamodule, modular, skill_tasks, words
-    from grafting.losses import DISTANCES, KINDS
+    from grafting.losses import DISTANCES, KINDS, READINGS
     from grafting.models import loading, pretrained_tiny
     from grafting.modules import layer_finetune
     from grafting.skillpack import compressors, merging, policy, quant
@@ -93,7 +93,7 @@ def test_registries_match_the_code():
     from grafting.transplant import analysis, report
 
     pairs = {
-        "TRANSLATORS": TRANSLATORS, "LOSS_KINDS": KINDS, "DISTANCES": DISTANCES, "LOADER_KINDS": datamodule.KINDS,
+        "TRANSLATORS": TRANSLATORS, "LOSS_KINDS": KINDS, "DISTANCES": DISTANCES, "READINGS": READINGS, "LOADER_KINDS": datamodule.KINDS,
         "FINETUNE_METHODS": layer_finetune.METHODS, "MODEL_SOURCES": loading.SOURCES,
         "MODEL_DTYPES": loading._DTYPES, "DATA_PARTS": pretrained_tiny.DATA_PARTS,
         "SKILL_KINDS": skill_tasks.TASK_KINDS, "WORD_MODES": words.MODES, "COMPRESSORS": compressors.COMPRESSORS,
