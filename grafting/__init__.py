@@ -2,6 +2,9 @@
 
 from omegaconf import OmegaConf
 
+from grafting import hf_register as _hf_register
+from grafting.progress import show_progress
+
 # ${mul:a,b} scales sizes in configs (e.g. the tiny host-size ladder); int when both are integers.
 if not OmegaConf.has_resolver("mul"):
     OmegaConf.register_new_resolver("mul", lambda a, b: int(a * b) if float(a * b).is_integer() else a * b)
@@ -9,5 +12,12 @@ if not OmegaConf.has_resolver("mul"):
 # ${add:a,b} offsets seeds (e.g. an independently initialised host: pair seed + 1000).
 if not OmegaConf.has_resolver("add"):
     OmegaConf.register_new_resolver("add", lambda a, b: a + b)
+
+# ${progress_bar:} turns progress bars on in a terminal, off under CI or without a TTY (grafting/progress.py).
+if not OmegaConf.has_resolver("progress_bar"):
+    OmegaConf.register_new_resolver("progress_bar", show_progress)
+
+# Saved grafted models load with AutoModelForCausalLM once transformers' Auto classes load (no torch here).
+_hf_register.install()
 
 __version__ = "0.1.0"

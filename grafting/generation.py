@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from grafting.progress import progress
+
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
@@ -123,7 +125,7 @@ def generate_continuations(
     # Left padding so every prompt's last real token sits at the same position, where generation appends.
     with eval_mode(model), padding_side(tokenizer, "left"), torch.inference_mode():
         kwargs = _generate_kwargs(tokenizer, max_new_tokens, do_sample, gen_kwargs)
-        for start in range(0, len(prompts), batch_size):
+        for start in progress(range(0, len(prompts), batch_size), desc="generate"):
             enc = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(device)
             out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
             outputs.extend(_decode_new(tokenizer, out[:, enc["input_ids"].shape[1] :], eos_ids))

@@ -6,13 +6,15 @@ donor block. Pre-T is trained to map the host's residual entering block j onto t
 residual entering block i; Post-T to map the graft's output onto the host's residual entering
 block j+1. With donor == host, i == j and identity translators the grafted model *is* the host.
 
-The result is the host's own transformers class with one block replaced, so ``generate``,
-``save_pretrained`` of the parts, and every host utility keep working.
+The result is the host's own transformers class with one block replaced, so ``generate`` and every
+host utility keep working. Its ``save_pretrained`` writes the :mod:`grafting.hf_grafted` format, which
+``AutoModelForCausalLM.from_pretrained`` loads back as the same grafted model.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +31,24 @@ from grafting.translators import build_translator
 class GraftedBlock(nn.Module):
     """Pre-T, a donor block and Post-T, called exactly like the host block it replaces."""
 
-    def __init__(self, block: nn.Module, pre: nn.Module, post: nn.Module, rotary: nn.Module | None = None):
+    def __init__(
+        self,
+        block: nn.Module,
+        pre: nn.Module,
+        post: nn.Module,
+        rotary: nn.Module | None = None,
+        donor_config: Any = None,
+        layer: int | None = None,
+    ):
         super().__init__()
         self.pre_translator = pre
         self.block = block
         self.post_translator = post
         # The donor's own rotary embedding: its head size or base may differ from the host's.
         self.rotary = rotary
+        # Where the block came from (donor config, donor block index): what a saved model needs to rebuild it.
+        self.donor_config = donor_config
+        self.layer = layer
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
         h = self.pre_translator(hidden_states)
@@ -87,11 +100,30 @@ def build_grafted(
         build_translator(translator, d_host, d_donor),
         build_translator(translator, d_donor, d_host),
         copy.deepcopy(rotary) if rotary is not None else None,
+        donor_config=copy.deepcopy(donor.config),
+        layer=layer,
     )
     grafted = copy.deepcopy(host)
     surgery.swap_block_(grafted, dest, graft)
+    save_as_hf_grafted_(grafted)
     grafted.eval()
     return grafted
+
+
+def _save_pretrained_grafted(self: PreTrainedModel, save_directory: str | Path, *args: Any, **kwargs: Any):
+    """``save_pretrained`` of a grafted host: writes the ``GraftedForCausalLM`` format (reloads whole)."""
+    from grafting.hf_grafted import to_hf_grafted
+
+    to_hf_grafted(self).save_pretrained(save_directory, *args, **kwargs)
+
+
+def save_as_hf_grafted_(grafted: PreTrainedModel) -> None:
+    """Make ``grafted.save_pretrained`` save the loadable grafted format instead of a plain host.
+
+    A plain host folder would reload with the grafted block randomly initialised (only a warning).
+    """
+    # A partial (not a bound method) so that deepcopy and pickle keep the override on the copy.
+    grafted.save_pretrained = functools.partial(_save_pretrained_grafted, grafted)
 
 
 def graft_of(grafted: nn.Module) -> tuple[int, GraftedBlock]:

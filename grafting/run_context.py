@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from grafting.artifacts import write_json_atomic, write_text_atomic
 from grafting.errors import ArtifactError
+from grafting.progress import quiet_library_bars
 from grafting.provenance import provenance, resolved_config
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class RunContext:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> RunContext:
+        quiet_library_bars()  # under CI / without a TTY, no "Loading weights" bars either
         output_dir = Path(cfg.paths.output_dir)
         if (output_dir / RESULTS).exists() and not cfg.get("overwrite", False) and not cfg.get("resume", False):
             raise ArtifactError(f"{output_dir / RESULTS} exists: this run is finished. Pass overwrite=true to redo it.")

@@ -16,6 +16,7 @@ from grafting.skillpack.compressors import (
     register,
 )
 from grafting.skillpack.delta import MODULE_KINDS, MODULE_PATTERNS, add_delta, compute_delta, module_kind
+from grafting.skillpack.export import export_merged
 from grafting.skillpack.merging import MERGERS, dare, task_arithmetic, ties
 from grafting.skillpack.pack import (
     FingerprintMismatchError,
@@ -35,6 +36,7 @@ __all__ = [
     "CompressedTensor", "Compressor", "FingerprintMismatchError", "ModuleAwareCompressor",
     "PackExistsError", "PackIntegrityError", "SkillPack",
     "add_delta", "applied", "apply_packs_", "compress_delta", "compute_delta", "dare", "decompress",
-    "decompress_state", "fuse_sum", "get_compressor", "load_pack", "model_fingerprint", "module_kind",
-    "pack_nbytes", "register", "save_pack", "state_fingerprint", "task_arithmetic", "ties", "unload_",
+    "decompress_state", "export_merged", "fuse_sum", "get_compressor", "load_pack", "model_fingerprint",
+    "module_kind", "pack_nbytes", "register", "save_pack", "state_fingerprint", "task_arithmetic", "ties",
+    "unload_",
 ]

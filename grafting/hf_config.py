@@ -1,0 +1,31 @@
+"""``GraftedConfig``, the config of a saved grafted model (model_type ``grafted``); needs no torch.
+
+Registered with ``AutoConfig`` on import (see :mod:`grafting.hf_register`); the model is in
+:mod:`grafting.hf_grafted`.
+"""
+
+from __future__ import annotations
+
+from transformers.configuration_utils import PretrainedConfig
+from transformers.models.auto.configuration_auto import AutoConfig
+
+
+class GraftedConfig(PretrainedConfig):
+    """Host config and donor config (both as dicts) and the graft spec; widths are their ``hidden_size``."""
+
+    model_type = "grafted"
+
+    host: dict | None = None
+    donor: dict | None = None
+    layer: int = 0  # donor block (graft.layer)
+    dest: int = 0  # host position it replaces (graft.dest)
+    translator: str = "linear"
+
+    def host_config(self) -> PretrainedConfig:
+        return AutoConfig.for_model(**self.host)
+
+    def donor_config(self) -> PretrainedConfig:
+        return AutoConfig.for_model(**self.donor)
+
+
+AutoConfig.register(GraftedConfig.model_type, GraftedConfig, exist_ok=True)
