@@ -287,7 +287,7 @@ ARCH: dict[str, Rule] = {
 # Pretraining recipe of a tiny_pretrained model.
 PRETRAIN: dict[str, Rule] = {
     "steps": POS, "lr": LR, "warmup_steps": COUNT, "weight_decay": DECAY, "batch_size": POS, "seq_len": POS,
-    "val_batches": POS, "accelerator": Choice(*ACCELERATORS),
+    "val_batches": POS, "accelerator": Choice(*ACCELERATORS), "dropout": Prob(),
 }
 # A model spec (host, donor, transplant.source as a mapping); conf/model/*.yaml.
 MODEL: dict[str, Rule] = {

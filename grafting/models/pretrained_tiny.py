@@ -94,7 +94,10 @@ def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[
     r = recipe(spec)
     cfg = r["pretrain"]
     tokenizer = builtin_tokenizer(r["tokenizer_vocab"], cache_dir)
-    model = build_random(r["arch"], r["init_seed"])
+    # Dropout regularises pretraining only (the corpus is small: ~10 epochs); the saved model has none.
+    dropout = float(cfg.get("dropout", 0.0))
+    model = build_random({**r["arch"], "hidden_dropout": dropout, "attention_dropout": dropout}
+                         if dropout else r["arch"], r["init_seed"])
     seq_len, batch_size, val_batches = int(cfg["seq_len"]), int(cfg["batch_size"]), int(cfg.get("val_batches", 20))
     train = TextChunkDataset(training_documents(r["data_part"]), tokenizer, seq_len)
     data = GraftingDataModule(train, None, tokenizer.pad_token_id, batch_size, seed=r["data_seed"])
@@ -112,6 +115,8 @@ def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[
     trainer.fit(module, train_dataloaders=data.train_dataloader())
     seconds = time.perf_counter() - start
     model = module.model.eval().cpu()
+    if dropout:
+        model.config.hidden_dropout = model.config.attention_dropout = 0.0
     ppl = heldout_perplexity(model, held_out, max_batches=val_batches)
     report = {"name": spec.get("name"), "recipe": r, "train_seconds": round(seconds, 1),
               "heldout_ppl": round(ppl, 2), "random_init_heldout_ppl": round(random_ppl, 2),

@@ -29,7 +29,7 @@ def run(cfg) -> dict[str, Any]:
             spec["progress_bar"] = bool(cfg.trainer.get("enable_progress_bar", False))
             if ship:  # never trust a cache for what ships: train it here
                 reports[key] = pretrain(spec, ctx.run_dir / "pretrained")
-                command = "python train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+                command = "python train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:] if not a.startswith("hydra."))
                 shipped.ship(spec["shipped"], cache_path(spec, ctx.run_dir / "pretrained"), reports[key], command,
                              overwrite=True)
             else:

@@ -20,7 +20,7 @@ def run(cfg) -> dict[str, Any]:
         out = ctx.run_dir / "tiny-mlm"
         report = pretrain_mlm(recipe, out, progress_bar=bool(cfg.trainer.get("enable_progress_bar", False)))
         if cfg.stage.get("ship", False):
-            command = "python train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+            command = "python train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:] if not a.startswith("hydra."))
             shipped.ship("tiny-mlm", out, report, command, overwrite=True)
         print(f"tiny-mlm: held-out masked-token accuracy {report['heldout_masked_accuracy']:.3f} "
               f"in {report['train_seconds']} s")
