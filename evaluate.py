@@ -14,4 +14,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from grafting.cli import rewrite_model_override
+
+    rewrite_model_override()
     main()

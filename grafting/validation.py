@@ -322,7 +322,7 @@ RULES: dict[str, Rule] = {
     "seed": Int(min=0, max=2**32 - 1, nullable=True), "run_name": Str(), "overwrite": Bool(), "resume": Bool(),
     "checkpoint_every": POS, "allow_mixed": Bool(),
     # evaluate.yaml
-    "run_dir": Str(nullable=True), "model": Str(nullable=True), "aggregate": Str(nullable=True),
+    "run_dir": Str(nullable=True), "model_dir": Str(nullable=True), "aggregate": Str(nullable=True),
     "aggregate_model": Str(nullable=True), "aggregate_out": Str(nullable=True),
     # paths/, hydra-resolved folders
     "paths.root_dir": Str(), "paths.log_dir": Str(), "paths.output_dir": Str(), "paths.cache_dir": Str(),

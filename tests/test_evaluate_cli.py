@@ -85,3 +85,14 @@ def test_command_line_evaluation_settings_are_used_and_reported(run_dir, tmp_pat
         assert scores[name]["f_S"] < saved[name]["f_S"], (name, scores[name], saved[name])
     assert scores["Host"]["f_S"] == 0.0 and saved["Host"]["f_S"] == 1.0
 
+
+
+def test_a_saved_model_folder_is_evaluated(run_dir, tmp_path):
+    """`evaluate.py model=<folder>`: `model` is also a config group, so the folder must still reach the runner."""
+    folder = next(p / "multiline" for p in run_dir.parents if (p / "multiline").is_dir())
+    proc = _run("evaluate.py", [f"model={folder}", "debug=smoke", "evaluation.task_points=8",
+                                "evaluation.language.mlm_model=null", f"paths.log_dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = json.loads(next(tmp_path.rglob("evaluation.json")).read_text())["models"]
+    assert set(scores) == {"multiline", "Host"}
+    assert scores["multiline"]["samples"][0]["answer_line"] == "1" and scores["multiline"]["f_S"] == 1.0

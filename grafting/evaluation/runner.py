@@ -117,8 +117,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
         models, tokenizer, host = rebuild_pipeline_models(run_cfg, run_dir, cfg.paths.cache_dir)
         scores = evaluate_models(run_cfg, models, tokenizer, host=host)
         evaluation = run_cfg.evaluation
-    elif cfg.get("model"):
-        path = Path(cfg.model)
+    elif cfg.get("model_dir"):
+        path = Path(cfg.model_dir)
         model, tokenizer = load_model({"source": "local", "path": str(path)}, "model")
         host, _ = load_model(cfg.host, "host", cfg.paths.cache_dir)
         scores = evaluate_models(cfg, {path.name: model, "Host": host}, tokenizer, host=host)
