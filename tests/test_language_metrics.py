@@ -360,3 +360,14 @@ def test_next_token_kl(causal_tok) -> None:
     assert next_token_kl(q, p, ids, mask) == pytest.approx(_kl_reference(q, p, seqs), rel=1e-4)
     with pytest.raises(ValueError, match="vocab"):
         next_token_kl(p, _causal(len(causal_tok) + 8, 0), ids, mask)
+
+
+def test_mlm_truncates_texts_to_the_models_positions(bert) -> None:
+    """A text longer than the scorer's position table is cut to it (the shipped tiny BERT has 64)."""
+    model, tok = bert
+    long_text = " ".join(TEXTS) * 20
+    assert len(tok(long_text)["input_ids"]) > model.config.max_position_embeddings
+    got = mlm_predictability([long_text], model, tok, top_k=40)
+    ref = mlm_predictability_naive([long_text], model, tok, top_k=40)
+    assert 0.0 < got <= 1.0
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)

@@ -27,7 +27,7 @@ from grafting.generation import eval_mode, padding_side
 # Part of every score-cache key (grafting/evaluation/suite.py). Bump it by hand whenever a change here
 # or in grafting/evaluation/language_eval.py (probe texts, generation settings) can change a language
 # score, so that cached scores computed by the old code are not read back.
-SCORE_VERSION = 1
+SCORE_VERSION = 2
 
 _WORD = re.compile(r"\w+")
 _HAS_WORD_CHAR = re.compile(r"\w")
@@ -155,13 +155,14 @@ def mlm_predictability(
         batch_size: Masked variants (across all texts) per forward pass.
         multi_piece: How to treat words of several word pieces, see above.
         skip_punctuation: Leave out words without a word character.
-        max_length: Token limit per text, special tokens included.
+        max_length: Token limit per text, special tokens included (and at most the model's positions).
 
     Returns:
         The mean score, or NaN if no word of any text was retrieved.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    max_length = min(max_length, getattr(mlm_model.config, "max_position_embeddings", max_length))
     variants = _masked_variants(mlm_tokenizer, texts, max_length, multi_piece, skip_punctuation)
     # Sorting by length keeps padding, hence wasted compute, small within a batch.
     variants.sort(key=lambda v: len(v.input_ids))
@@ -203,6 +204,7 @@ def mlm_predictability_naive(
     `batch_size` is accepted for signature compatibility and ignored.
     """
     del batch_size
+    max_length = min(max_length, getattr(mlm_model.config, "max_position_embeddings", max_length))
     device = next(mlm_model.parameters()).device
     sums, counts = [0.0] * len(texts), [0] * len(texts)
     with eval_mode(mlm_model), torch.inference_mode():
