@@ -61,6 +61,12 @@ class _Variant:
     target: int
 
 
+def _within_positions(max_length: int, mlm_model) -> int:
+    """Cap `max_length` at the scorer's position table, when the model declares one."""
+    positions = getattr(getattr(mlm_model, "config", None), "max_position_embeddings", None)
+    return min(max_length, positions) if positions else max_length
+
+
 def _masked_variants(
     tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
@@ -162,7 +168,7 @@ def mlm_predictability(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    max_length = min(max_length, getattr(mlm_model.config, "max_position_embeddings", max_length))
+    max_length = _within_positions(max_length, mlm_model)
     variants = _masked_variants(mlm_tokenizer, texts, max_length, multi_piece, skip_punctuation)
     # Sorting by length keeps padding, hence wasted compute, small within a batch.
     variants.sort(key=lambda v: len(v.input_ids))
@@ -204,7 +210,7 @@ def mlm_predictability_naive(
     `batch_size` is accepted for signature compatibility and ignored.
     """
     del batch_size
-    max_length = min(max_length, getattr(mlm_model.config, "max_position_embeddings", max_length))
+    max_length = _within_positions(max_length, mlm_model)
     device = next(mlm_model.parameters()).device
     sums, counts = [0.0] * len(texts), [0] * len(texts)
     with eval_mode(mlm_model), torch.inference_mode():
