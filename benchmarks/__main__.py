@@ -21,7 +21,7 @@ from benchmarks.common import Settings, machine
 from benchmarks.report import render
 
 CASES = {"a": "overhead", "b": "truncation", "c": "generation", "d": "mlm", "e": "compression",
-         "f": "align_memory", "g": "throughput"}
+         "f": "align_memory", "g": "throughput", "h": "kl_loss"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ TITLES = {
     "e": "(e) SkillPack compression of a pythia-160m-sized delta",
     "f": "(f) Peak memory of one alignment step",
     "g": "(g) Training throughput as a fraction of the measured matmul peak",
+    "h": "(h) Logit-lens KL loss: closed-form backward vs autograd through the formula",
 }
 
 

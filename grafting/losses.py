@@ -32,11 +32,39 @@ def cosine(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None =
     return _masked_mean(1.0 - F.cosine_similarity(pred.float(), target.float(), dim=-1), mask)
 
 
+class _KLToFixedTarget(torch.autograd.Function):
+    """Per-position KL(softmax(target) || softmax(pred)) for a target that needs no gradient.
+
+    Same value as the autograd formula, but the backward is the closed form ``softmax(pred) - p``
+    instead of a chain through log_softmax, sub, mul and sum: 1.4x faster on the logit-lens reading's
+    vocabulary-sized last dimension (benchmarks case h).
+    """
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(target, dim=-1)
+        log_q = F.log_softmax(pred, dim=-1)
+        p = log_p.exp()
+        per_position = (p * (log_p - log_q)).sum(-1)
+        ctx.save_for_backward(log_q, p)
+        return per_position
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        log_q, p = ctx.saved_tensors
+        return (log_q.exp() - p) * grad.unsqueeze(-1), None
+
+
 def kl(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
        temperature: float = 1.0) -> torch.Tensor:
     """KL(softmax(target) || softmax(pred)) over the last dimension (hidden units or vocabulary)."""
-    log_p = F.log_softmax(target.float() / temperature, dim=-1)
-    log_q = F.log_softmax(pred.float() / temperature, dim=-1)
+    pred, target = pred.float(), target.float()
+    if temperature != 1.0:
+        pred, target = pred / temperature, target / temperature
+    if not target.requires_grad:
+        return _masked_mean(_KLToFixedTarget.apply(pred, target), mask)
+    log_p = F.log_softmax(target, dim=-1)
+    log_q = F.log_softmax(pred, dim=-1)
     return _masked_mean((log_p.exp() * (log_p - log_q)).sum(-1), mask)
 
 

@@ -6,12 +6,14 @@ from benchmarks.__main__ import main
 
 
 def test_quick_suite_writes_results_and_fast_paths_agree(tmp_path):
-    assert main(["--quick", "--only", "bdf", "--out", str(tmp_path)]) == 0
+    assert main(["--quick", "--only", "bdfh", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "results.json").read_text())
     rows = {m["case"]: [] for m in report["measurements"]}
     for m in report["measurements"]:
         rows[m["case"]].append(m)
-    assert set(rows) == {"b", "d", "f"}
+    assert set(rows) == {"b", "d", "f", "h"}
+    # (h) the closed-form KL backward gives the gradient autograd gives
+    assert rows["h"][0]["extra"]["max_abs_grad_difference"] < 1e-6
     # (b) the truncated forward returns exactly the residual the full forward's hook sees
     assert all(m["extra"]["max_abs_difference"] < 1e-6 for m in rows["b"])
     # (d) batched and one-by-one MLM scoring give the same score
