@@ -1,7 +1,8 @@
 """Apply SkillPacks to a model in place, and undo them bit-exactly.
 
 ``apply_packs_`` keeps a copy of every tensor it touches; ``unload_`` copies those back rather than
-subtracting the delta, because ``(w + d) - d`` is not ``w`` in floating point.
+subtracting the delta, because ``(w + d) - d`` is not ``w`` in floating point. With ``offload=True``
+the copies live in CPU memory, so applying a pack to a model on a GPU costs no second copy there.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def apply_packs_(
     check_fingerprints: bool = True,
     strict: bool = True,
     fingerprint: str | None = None,
+    offload: bool = False,
 ) -> Saved:
     """Adds ``Σ_i weights[i] * decompress(packs[i])`` to the model's tensors, in place.
 
@@ -88,6 +90,7 @@ def apply_packs_(
         strict: a delta for a name the model lacks is an error (else it is skipped).
         fingerprint: the model's :func:`model_fingerprint`, if already known; saves hashing every
             weight on each call (e.g. when a router applies packs per prompt).
+        offload: keep the saved originals on the CPU instead of the tensors' own device.
 
     Returns:
         The saved originals to pass to :func:`unload_`.
@@ -112,7 +115,7 @@ def apply_packs_(
                 total = torch.zeros(t.shape, dtype=work)
                 for i, module in contributions:
                     total += weights[i] * decompress(_modules(packs[i])[module]).to(work)
-                saved[name] = t.detach().clone()
+                saved[name] = t.detach().to("cpu", copy=True) if offload else t.detach().clone()
                 t.copy_((t.detach().to(work) + total.to(t.device)).to(t.dtype))
     except BaseException:
         unload_(model, saved)

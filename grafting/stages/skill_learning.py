@@ -58,7 +58,8 @@ def _fit(ctx: RunContext, module, loader: DataLoader, stage: str, steps: int) ->
 
 
 def train_source(ctx: RunContext, source: nn.Module, tokenizer, task: SkillTask) -> nn.Module:
-    """A copy of ``source`` fully fine-tuned on the first ``skill.source_sft.n_train`` true examples."""
+    """A copy of ``source`` fully fine-tuned on the first ``skill.source_sft.n_train`` true examples, on
+    ``source``'s device."""
     sk, opt = ctx.cfg.skill, ctx.cfg.skill.source_sft
     examples = task.split("train")[: int(opt.n_train)]
     data = TaskSFTDataset(examples, tokenizer, int(sk.max_length))
@@ -67,7 +68,8 @@ def train_source(ctx: RunContext, source: nn.Module, tokenizer, task: SkillTask)
                             warmup_steps=int(opt.warmup_steps), max_steps=int(opt.steps))
     loader = _loader(data, pad_collate(tokenizer.pad_token_id), int(opt.batch_size), int(ctx.cfg.seed))
     _fit(ctx, module, loader, f"source_{task.name}", int(opt.steps))
-    return module.model.cpu().requires_grad_(False).eval()
+    # Lightning leaves the trained copy on the CPU; it generates where the source lives
+    return module.model.to(next(source.parameters()).device).requires_grad_(False).eval()
 
 
 def distill(ctx: RunContext, task: SkillTask, source: nn.Module, source_tokenizer, target: nn.Module,

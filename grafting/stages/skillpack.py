@@ -22,6 +22,7 @@ from grafting import surgery
 from grafting.data.skill_tasks import SkillTask
 from grafting.errors import ConfigError
 from grafting.evaluation.skill_eval import evaluate_routed, evaluate_skill, strip_outputs
+from grafting.evaluation.suite import eval_device
 from grafting.models.loading import load_model
 from grafting.run_context import RunContext
 from grafting.skillpack.lora import lora_pack, rank_for_bytes
@@ -31,7 +32,13 @@ from grafting.skillpack.policy import POLICY_KEYS, ModuleAwareCompressor
 from grafting.skillpack.report import score_table, storage_figure, storage_markdown, storage_row
 from grafting.skillpack.router import train_router
 from grafting.stages.skill_learning import Distilled, learn_skill, train_target
-from grafting.stages.skillpack_common import check_config, make_pack, plain, save_modules_as_pack
+from grafting.stages.skillpack_common import (
+    check_config,
+    make_pack,
+    place_models,
+    plain,
+    save_modules_as_pack,
+)
 
 log = logging.getLogger(__name__)
 DENSE = "dense"
@@ -55,13 +62,15 @@ def storage_vs_quality(ctx: RunContext, target, tokenizer, task: SkillTask, modu
     cfg, sp = ctx.cfg, ctx.cfg.skillpack
     ev = eval_kwargs(cfg)
     delta = module.delta()
-    full = strip_outputs(evaluate_skill(module.tuned_model(), tokenizer, task, **ev))
-    metrics = [k for k in full if k not in ("score", "n", "samples")]
     packs, measured = {}, {}
     for method in sp.methods:
         packs[method], nbytes, _ = make_pack(ctx, delta, task.name, method, fingerprint)
         scores = evaluate_skill(target, tokenizer, task, packs=packs[method], fingerprint=fingerprint, **ev)
         measured[method] = (nbytes, strip_outputs(scores), _rel_error(packs[method], delta))
+    # "full" is the dense pack applied to the target in the target's own dtype, the same arithmetic
+    # every other pack goes through (an fp32 tuned model would hide deltas a bf16 base rounds away)
+    full = measured[DENSE][1]
+    metrics = [k for k in full if k not in ("score", "n", "samples")]
     dense_bytes = measured[DENSE][0]
     rows = [storage_row(m, b, dense_bytes, s["score"], base, full["score"], rel_error=e,
                         **{k: s[k] for k in metrics}) for m, (b, s, e) in measured.items()]
@@ -126,6 +135,7 @@ def run(cfg) -> dict[str, Any]:
     try:
         target, tokenizer = load_model(cfg.host, "host", ctx.cache_dir)
         source, source_tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
+        place_models(eval_device(cfg), target, source)
         fingerprint = model_fingerprint(target)
         ev = eval_kwargs(cfg)
         base = {n: strip_outputs(evaluate_skill(target, tokenizer, t, **ev)) for n, t in tasks.items()}
@@ -144,8 +154,10 @@ def run(cfg) -> dict[str, Any]:
                                              f"Storage vs quality: {name}", metrics) + "\n"
                 default_packs[name] = packs[str(sp.default)]
             else:  # only the default pack, for fusion
-                default_packs[name] = make_pack(ctx, module.delta(), name, str(sp.default), fingerprint)[0]
-                full = strip_outputs(evaluate_skill(module.tuned_model(), tokenizer, tasks[name], **ev))
+                delta = module.delta()
+                default_packs[name] = make_pack(ctx, delta, name, str(sp.default), fingerprint)[0]
+                full = strip_outputs(evaluate_skill(target, tokenizer, tasks[name], packs=_dense_pack(delta),
+                                                    **ev))
             results["full"][name] = full
             del module
         title = f"target {cfg.host.name}, source {cfg.donor.name}"

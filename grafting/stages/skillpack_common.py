@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
@@ -20,6 +21,13 @@ from grafting.skillpack.policy import ModuleAwareCompressor
 def plain(node: Any) -> Any:
     """OmegaConf node -> plain Python (resolved)."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def place_models(device: torch.device, *models: torch.nn.Module) -> torch.device:
+    """Moves every model to ``device`` (``evaluation.device``), where the stage trains, generates and scores."""
+    for model in models:
+        model.to(device)
+    return device
 
 
 def policy_compressor(name: str, policy: Mapping[str, Any]) -> ModuleAwareCompressor:

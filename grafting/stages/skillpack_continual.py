@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from grafting.errors import ConfigError
 from grafting.evaluation.skill_eval import evaluate_routed, evaluate_skill, strip_outputs
+from grafting.evaluation.suite import eval_device
 from grafting.models.loading import load_model
 from grafting.run_context import RunContext
 from grafting.skillpack.pack import SkillPack, model_fingerprint
@@ -24,7 +25,7 @@ from grafting.skillpack.report import score_table
 from grafting.skillpack.router import train_router
 from grafting.stages.skill_learning import distill, train_source, train_target
 from grafting.stages.skillpack import eval_kwargs
-from grafting.stages.skillpack_common import check_config, make_pack
+from grafting.stages.skillpack_common import check_config, make_pack, place_models
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def continual(ctx: RunContext, target: torch.nn.Module, tokenizer, source: torch
         right_after[name] = scored[name]
         pack_steps[f"after {name}"] = {n: s["score"] for n, s in scored.items()}
         # the baseline keeps training the same model: A -> B -> C
-        sequential = train_target(ctx, sequential, tokenizer, data, phase="sequential").tuned_model()
+        device = next(target.parameters()).device
+        sequential = train_target(ctx, sequential, tokenizer, data, phase="sequential").tuned_model().to(device)
         seq_steps[f"after {name}"] = {n: evaluate_skill(sequential, tokenizer, tasks[n], **ev)["score"]
                                       for n in names}
         log.info("after %s: packs %s, sequential %s", name, pack_steps[f"after {name}"], seq_steps[f"after {name}"])
@@ -105,6 +107,7 @@ def run(cfg) -> dict[str, Any]:
     try:
         target, tokenizer = load_model(cfg.host, "host", ctx.cache_dir)
         source, source_tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
+        place_models(eval_device(cfg), target, source)
         res = continual(ctx, target, tokenizer, source, source_tokenizer, tasks, names)
         res.pop("_outputs")  # every generation: for tests, too bulky for results.json
         markdown = continual_markdown(res, names)
