@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from grafting.reporting.aggregate import finished_jobs, job_overrides
 from grafting.reporting.stats import bootstrap_interval, format_interval, separated
 
 DOCS = Path(__file__).resolve().parent
@@ -82,12 +81,10 @@ class Job:
 def load_jobs(runs: Path) -> list[Job]:
     """Every finished job under ``runs/<experiment>/``."""
     jobs = []
-    for path in sorted(runs.glob("*/**/results.json")):
-        experiment = path.relative_to(runs).parts[0]
-        overrides = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text()) or []
-        pairs = [o.lstrip("+") for o in overrides if not o.startswith(("seed=", "hydra.", "resume="))]
-        results = json.loads(path.read_text())
-        jobs.append(Job(experiment, " ".join(sorted(pairs)), int(results["config"]["seed"]), results))
+    for job_dir, results in finished_jobs(runs):
+        experiment = job_dir.relative_to(runs).parts[0]
+        setting = " ".join(sorted(f"{k}={v}" for k, v in job_overrides(job_dir).items() if k != "experiment"))
+        jobs.append(Job(experiment, setting, int(results["config"]["seed"]), results))
     return jobs
 
 

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from grafting.errors import ConfigError
-from grafting.reporting.aggregate import aggregate
+from grafting.reporting.aggregate import aggregate, collect
+from grafting.reporting.stats import bootstrap_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = {"python": "3.11.7", "torch": "2.13.0+cpu", "transformers": "5.24.0"}
@@ -43,7 +44,10 @@ def _sweep(tmp_path: Path, **kw) -> Path:
 def test_every_model_is_tabulated_with_its_provenance(tmp_path):
     report = aggregate(_sweep(tmp_path), tmp_path / "out")
     assert report["jobs"] == 4 and set(report["summary"]) == {"Grafted", "Tuned"}
-    assert report["summary"]["Grafted"]["loss=residual"]["f_S"][0] == pytest.approx(0.15)
+    mean, low, high, n = report["summary"]["Grafted"]["loss=residual"]["f_S"]
+    assert mean == pytest.approx(0.15) and n == 2 and low <= mean <= high
+    assert (mean, low, high) == pytest.approx(bootstrap_interval(
+        [r["metrics"]["f_S"] for r in collect(tmp_path / "sweep") if r["overrides"] == {"loss": "residual"}]))
     md = (tmp_path / "out" / "aggregate.md").read_text()
     assert md.startswith("**Grafted** over 4 jobs") and "**Tuned** over 4 jobs" in md
     assert f"commit {'a' * 40} (clean)" in md and "transformers 5.24.0" in md and "torch 2.13.0+cpu" in md
@@ -53,7 +57,7 @@ def test_every_model_is_tabulated_with_its_provenance(tmp_path):
     assert {r["commit"] for r in rows} == {"a" * 40} and "transformers=5.24.0" in rows[0]["versions"]
     data = json.loads((tmp_path / "out" / "aggregate.json").read_text())
     assert data["code"]["git.commit"] == "a" * 40 and data["mixed"] == {}
-    assert data["models"]["Tuned"]["rows"]["loss=logits"]["f_S"] == {"mean": 1.0, "std": 0.0, "n": 2}
+    assert data["models"]["Tuned"]["rows"]["loss=logits"]["f_S"] == {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 2}
     assert not (tmp_path / "sweep" / "aggregate.md").exists()  # written where asked, not into the sweep
 
     one = aggregate(tmp_path / "sweep", tmp_path / "out", model="Tuned")

@@ -1,7 +1,8 @@
-"""Turn a finished multirun into paper-style tables (mean ± std over seeds) and figures.
+"""Turn a finished multirun into paper-style tables (mean and 95% interval over seeds) and figures.
 
 Each job folder of a Hydra multirun holds ``results.json`` and ``.hydra/overrides.yaml``. Jobs
-whose overrides differ only in ``seed`` form one row; every metric becomes ``mean ± std``. The tables
+whose overrides differ only in ``seed`` form one row; every metric becomes ``mean [low, high]``, a
+percentile-bootstrap 95% interval (``grafting.reporting.stats``, as in docs/RESULTS.md). The tables
 say which commit and package versions the jobs came from (``results.json``'s ``provenance``), and jobs
 made with different ones are not averaged unless asked (``allow_mixed``).
 """
@@ -11,29 +12,31 @@ from __future__ import annotations
 import csv
 import io
 import math
-import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from grafting.artifacts import write_json_atomic, write_text_atomic
+from grafting.artifacts import read_results, write_json_atomic, write_text_atomic
 from grafting.errors import ConfigError
 from grafting.provenance import code_identity
-from grafting.run_context import read_results
+from grafting.reporting.stats import bootstrap_interval, format_interval
 
-IGNORED_KEYS = ("seed", "paths.log_dir", "hydra.run.dir", "hydra.sweep.dir", "overwrite")
+IGNORED_KEYS = ("seed", "paths.log_dir", "overwrite", "resume")  # and every hydra.* key
 
 
-def _overrides(job_dir: Path) -> dict[str, str]:
+def job_overrides(job_dir: Path) -> dict[str, str]:
+    """A job's command-line overrides as ``{key: value}`` (``+``/``~`` stripped; seed and bookkeeping keys dropped)."""
     path = job_dir / ".hydra" / "overrides.yaml"
     items = yaml.safe_load(path.read_text()) if path.is_file() else []
     pairs = (item.split("=", 1) for item in items or [] if "=" in item)
-    return {k.lstrip("+~"): v for k, v in pairs if k.lstrip("+~") not in IGNORED_KEYS}
+    stripped = ((k.lstrip("+~"), v) for k, v in pairs)
+    return {k: v for k, v in stripped if k not in IGNORED_KEYS and not k.startswith("hydra.")}
 
 
-def _load(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+def finished_jobs(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(job folder, results)`` of every finished job under ``sweep_dir``, in path order."""
     return [(path.parent, read_results(path.parent)) for path in sorted(Path(sweep_dir).rglob("results.json"))]
 
 
@@ -43,7 +46,7 @@ def _job_name(job_dir: Path, sweep_dir: Path) -> str:
 
 def survey(sweep_dir: str | Path) -> str:
     """What the runs under ``sweep_dir`` hold, in words: how many results, which stages and models."""
-    loaded = _load(Path(sweep_dir))
+    loaded = finished_jobs(Path(sweep_dir))
     if not loaded:
         jobs = sum(1 for p in Path(sweep_dir).rglob("overrides.yaml"))
         return f"no results.json under {sweep_dir} ({jobs} job folder(s) without results: unfinished or failed?)"
@@ -56,20 +59,20 @@ def survey(sweep_dir: str | Path) -> str:
 
 def models_in(sweep_dir: str | Path) -> list[str]:
     """Every model some run under ``sweep_dir`` has scores for, in the order the runs list them."""
-    return list(dict.fromkeys(m for _, res in _load(Path(sweep_dir)) for m in res.get("models") or {}))
+    return list(dict.fromkeys(m for _, res in finished_jobs(Path(sweep_dir)) for m in res.get("models") or {}))
 
 
 def collect(sweep_dir: str | Path, model: str = "Grafted") -> list[dict[str, Any]]:
     """One record per finished job: its overrides (seed removed), seed, ``model``'s metrics and code identity."""
     sweep_dir = Path(sweep_dir)
     records = []
-    for job_dir, results in _load(sweep_dir):
+    for job_dir, results in finished_jobs(sweep_dir):
         models = results.get("models") or {}
         if model not in models:
             continue
         metrics = {k: v for k, v in models[model].items() if isinstance(v, (int, float)) and k != "n"}
         seed = (results.get("config") or {}).get("seed")
-        records.append({"job": _job_name(job_dir, sweep_dir), "overrides": _overrides(job_dir), "seed": seed,
+        records.append({"job": _job_name(job_dir, sweep_dir), "overrides": job_overrides(job_dir), "seed": seed,
                         "metrics": metrics, "code": code_identity(results.get("provenance"))})
     if not records:
         raise ConfigError("aggregate_model", f"no run has scores for model {model!r}: {survey(sweep_dir)}. "
@@ -115,48 +118,56 @@ def _row_key(overrides: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "(defaults)"
 
 
-def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """``{row: {metric: (mean, std, n)}}``; std is the sample std (0 for a single seed); NaNs are skipped."""
+Summary = dict[str, dict[str, tuple[float, float, float, int]]]
+
+
+def summarise(records: list[dict[str, Any]]) -> Summary:
+    """``{row: {metric: (mean, low, high, n)}}``: the mean over seeds and its 95% bootstrap interval.
+
+    The interval is ``grafting.reporting.stats.bootstrap_interval`` (docs/RESULTS.md uses the same);
+    a single seed gives a zero-width interval. NaNs are skipped.
+    """
     grouped: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
         for metric, value in rec["metrics"].items():
             if not math.isnan(value):
                 grouped[_row_key(rec["overrides"])][metric].append(float(value))
-    return {row: {m: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
-                  for m, v in metrics.items()} for row, metrics in grouped.items()}
+    return {row: {m: (*bootstrap_interval(v), len(v)) for m, v in metrics.items()}
+            for row, metrics in grouped.items()}
 
 
-def markdown_table(summary: dict[str, dict[str, tuple[float, float, int]]], metrics: list[str]) -> str:
+def markdown_table(summary: Summary, metrics: list[str]) -> str:
+    """Cells are ``mean [low, high]`` (95% bootstrap interval over seeds)."""
     lines = ["| run | " + " | ".join(metrics) + " | seeds |", "|---" * (len(metrics) + 2) + "|"]
     for row, values in summary.items():
-        cells = [f"{values[m][0]:.3f} ± {values[m][1]:.3f}" if m in values else "n/a" for m in metrics]
-        seeds = max((v[2] for v in values.values()), default=0)
+        cells = [format_interval(values[m][:3]) if m in values else "n/a" for m in metrics]
+        seeds = max((v[3] for v in values.values()), default=0)
         lines.append(f"| {row} | " + " | ".join(cells) + f" | {seeds} |")
     return "\n".join(lines) + "\n"
 
 
-def csv_table(summary: dict[str, dict[str, tuple[float, float, int]]], metrics: list[str],
+def csv_table(summary: Summary, metrics: list[str],
               records: list[dict[str, Any]] | None = None, model: str | None = None, header: bool = True) -> str:
     """One line per row; with ``records``, the commit, dirty flag and versions its jobs were made with."""
     out = io.StringIO()
     writer = csv.writer(out)
     if header:
-        writer.writerow((["model"] if model else []) + ["run"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
+        writer.writerow((["model"] if model else []) + ["run"] + [f"{m}_{s}" for m in metrics for s in ("mean", "low", "high")]
                         + ["seeds"] + (["commit", "dirty", "versions"] if records is not None else []))
     for row, values in summary.items():
-        cells = [f"{values[m][i]:.6g}" if m in values else "" for m in metrics for i in (0, 1)]
+        cells = [f"{values[m][i]:.6g}" if m in values else "" for m in metrics for i in (0, 1, 2)]
         code = []
         if records is not None:
             described = _describe_code([r for r in records if _row_key(r["overrides"]) == row])
             versions = " ".join(f"{k.split('.', 1)[1]}={v}" for k, v in described.items() if k.startswith("versions."))
             code = [described.get("git.commit", "None"), described.get("git.dirty", "None"), versions]
-        writer.writerow(([model] if model else []) + [row, *cells, max((v[2] for v in values.values()), default=0)]
+        writer.writerow(([model] if model else []) + [row, *cells, max((v[3] for v in values.values()), default=0)]
                         + code)
     return out.getvalue()
 
 
 def plot_axis(records: list[dict[str, Any]], axis: str, metrics: list[str], path: Path) -> Path | None:
-    """Metric vs one swept axis (mean ± std over everything else), saved as PNG; None if not plottable."""
+    """Metric vs one swept axis (mean and 95% bootstrap interval over seeds), saved as PNG; None if not plottable."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,17 +179,15 @@ def plot_axis(records: list[dict[str, Any]], axis: str, metrics: list[str], path
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for metric in metrics:
-        means, stds = [], []
-        for value in values:
-            points = [r["metrics"][metric] for r in records
-                      if r["overrides"].get(axis) == value and metric in r["metrics"]
-                      and not math.isnan(r["metrics"][metric])]
-            means.append(statistics.fmean(points) if points else float("nan"))
-            stds.append(statistics.stdev(points) if len(points) > 1 else 0.0)
-        ax.errorbar(range(len(values)), means, yerr=stds, marker="o", capsize=3, label=metric)
+        stats = [bootstrap_interval([r["metrics"][metric] for r in records
+                                     if r["overrides"].get(axis) == value and metric in r["metrics"]])
+                 for value in values]
+        means = [m for m, _, _ in stats]
+        spread = [[m - lo for m, lo, _ in stats], [hi - m for m, _, hi in stats]]
+        ax.errorbar(range(len(values)), means, yerr=spread, marker="o", capsize=3, label=metric)
     ax.set_xticks(range(len(values)), values)
     ax.set_xlabel(axis)
-    ax.set_ylabel("score (mean ± std over seeds)")
+    ax.set_ylabel("score (mean, 95% interval over seeds)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -237,7 +246,7 @@ def aggregate(sweep_dir: str | Path, out_dir: str | Path | None = None, model: s
         axes = sorted({k for r in records for k in r["overrides"]})
         figures += [str(p) for axis in axes
                     if (p := plot_axis(records, axis, present[:3], out_dir / f"{axis.replace('/', '_')}{fig_suffix}.png"))]
-        report[m] = {"jobs": len(records), "rows": {row: {k: {"mean": v[0], "std": v[1], "n": v[2]}
+        report[m] = {"jobs": len(records), "rows": {row: {k: {"mean": v[0], "low": v[1], "high": v[2], "n": v[3]}
                                                           for k, v in values.items()}
                                                     for row, values in summary.items()}}
     markdown = "\n".join(tables) + "\n" + provenance_markdown(jobs, diffs)
