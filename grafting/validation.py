@@ -44,7 +44,7 @@ MODEL_DTYPES = ("float32", "bfloat16", "float16")  # grafting.models.loading._DT
 DATA_PARTS = ("all", "dedup", "a", "b")  # grafting.models.pretrained_tiny.DATA_PARTS
 TASK_KINDS = ("modadd", "lookup")  # grafting.data.modular.KINDS
 SKILL_KINDS = ("modadd", "reverse")  # grafting.data.skill_tasks.TASK_KINDS
-WORD_MODES = ("reverse", "copy")  # grafting.data.words.MODES
+WORD_MODES = ("reverse", "copy", "sort")  # grafting.data.words.MODES
 COMPRESSORS = ("dense", "none", "keep", "magnitude", "bitdelta", "dare", "svd_rank", "svd_energy", "svd_quant",
                "lora")  # grafting.skillpack.COMPRESSORS
 POLICY_KEYS = ("embedding", "lm_head", "attention", "mlp", "norm", "other", "vector")  # skillpack.policy
@@ -52,6 +52,8 @@ MERGERS = ("task_arithmetic", "ties", "dare")  # grafting.skillpack.merging.MERG
 PACK_DTYPES = ("float16", "bfloat16", "float32")  # grafting.skillpack.quant._DTYPES
 QUANT_BITS = (2, 3, 4, 8, 16)  # grafting.skillpack.quant.SUPPORTED_BITS + FP16_BITS
 SCORERS = ("abs_diff", "rel_diff")  # grafting.transplant.analysis.SCORERS
+PAIRED_SCORERS = ("l1",)  # grafting.transplant.paired (stages.transplant.ALL_SCORERS)
+TRANSPLANT_PAIRS = ("generation", "instruct")  # grafting.stages.transplant.PAIRS
 TASK_METRICS = ("f_H", "f_S", "fact")  # grafting.transplant.report.TASK_KEYS
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = (64, 32, 16, "64", "32", "16", "bf16", "transformer-engine", "transformer-engine-float16", "16-true",
@@ -317,6 +319,16 @@ COMPRESSOR: dict[str, Rule] = {
     "p": DROP, "seed": SEED, "rescale": Bool(), "randomized": Bool(), "niter": COUNT, "oversample": COUNT,
 }
 
+# The tiny transplant models' recipe (transplant.models; grafting.models.transplant_pair.PairRecipe).
+TRANSPLANT_MODELS: dict[str, Rule] = {
+    **_under(["arch"], ARCH), "tokenizer_vocab": Int(min=MIN_VOCAB), "init_seed": SEED,
+    "known_fraction": Prob(), "task.n": Int(min=2), "task.operand_max": Int(min=2), "task.split_seed": SEED,
+    "task.prompt_template": Str(), "task.answer_template": Str(),
+    **_under(["pretrain", "successor", "instruct"], {"steps": POS, "lr": LR, "warmup_steps": COUNT,
+                                                      "weight_decay": DECAY, "fact_repeats": COUNT}),
+    "pretrain.batch_size": POS, "pretrain.seq_len": POS, "instruct.batch_size": POS, "instruct.word_examples": COUNT,
+}
+
 RULES: dict[str, Rule] = {
     # train.yaml, top level
     "seed": Int(min=0, max=2**32 - 1, nullable=True), "run_name": Str(), "overwrite": Bool(), "resume": Bool(),
@@ -386,6 +398,7 @@ RULES: dict[str, Rule] = {
     "skill.dpo.enabled": Bool(), "skill.dpo.weight": Float(ge=0), "skill.dpo.beta": Float(gt=0),
     "skill.tasks.*.kind": Choice(*SKILL_KINDS), **_under(["skill.tasks.*"], MODADD),
     "skill.tasks.*.mode": Choice(*WORD_MODES), "skill.tasks.*.n_words": POS, "skill.tasks.*.vocab_size": Int(min=2),
+    "skill.tasks.*.val_size": POS,
     "continual.tasks": ListOf(Key(node_key="skill.tasks")),
     # skillpack/default.yaml
     "skillpack.default": Key(node_key="skillpack.methods"),
@@ -407,7 +420,10 @@ RULES: dict[str, Rule] = {
     "transplant.source_sft_steps": POS, "transplant.source_sft_lr": LR, "transplant.source_sft_weight_decay": DECAY,
     "transplant.source_sft_warmup": COUNT, "transplant.source_sft_batch_size": POS, "transplant.save_source": Bool(),
     "transplant.n_analysis_prompts": POS, "transplant.analysis_batch_size": POS, "transplant.generate_steps": COUNT,
-    "transplant.score": Choice(*SCORERS), "transplant.k_list": ListOf(POS), "transplant.alphas": ListOf(Prob()),
+    "transplant.scorers": ListOf(Choice(*PAIRED_SCORERS, *SCORERS)), "transplant.k_list": ListOf(POS),
+    "transplant.alphas": ListOf(Prob()), "transplant.blend_alphas": ListOf(Prob(), min_len=0),
+    "transplant.pair": Choice(*TRANSPLANT_PAIRS, nullable=True),
+    **_under(["transplant.models"], TRANSPLANT_MODELS),
     "transplant.control_seeds": ListOf(SEED), "transplant.metric": Choice(*TASK_METRICS),
     "transplant.eval_points": POS, "transplant.eval_batch_size": POS, "transplant.max_new_tokens": POS,
     "transplant.kl_texts": POS, "transplant.kl_seq_len": POS, "transplant.kl_batch_size": POS,

@@ -12,20 +12,23 @@ from grafting.evaluation.task_eval import answer_line
 from grafting.metrics.task import score_task
 
 TASKS = {
-    "modadd": {"kind": "modadd", "n": 4, "operand_max": 30, "test_size": 50},
-    "modadd7": {"kind": "modadd", "n": 7, "operand_max": 30, "test_size": 50, "split_seed": 1,
+    "modadd": {"kind": "modadd", "n": 4, "operand_max": 30, "test_size": 50, "val_size": 40},
+    "modadd7": {"kind": "modadd", "n": 7, "operand_max": 30, "test_size": 50, "split_seed": 1, "val_size": 40,
                 "prompt_template": "Compute ({a} + {b}) mod {n}.\nResult:", "answer_template": " It equals {x}"},
-    "reverse": {"kind": "reverse", "n_words": 3, "vocab_size": 12, "test_size": 50},
-    "copy": {"kind": "reverse", "mode": "copy", "n_words": 2, "vocab_size": 12, "test_size": 20},
+    "reverse": {"kind": "reverse", "n_words": 3, "vocab_size": 12, "test_size": 50, "val_size": 50},
+    "copy": {"kind": "reverse", "mode": "copy", "n_words": 2, "vocab_size": 12, "test_size": 20, "val_size": 20},
+    "sort": {"kind": "reverse", "mode": "sort", "n_words": 3, "vocab_size": 12, "test_size": 30, "val_size": 30,
+             "prompt_template": "Sort the words: {words}\nSorted:"},
 }
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_splits_are_disjoint_and_answers_match(name):
     task = build_skill(name, TASKS)
-    train, test = task.split("train"), task.split("test")
-    assert len(test) == TASKS[name]["test_size"] and train
-    assert not {ex.prompt for ex in train} & {ex.prompt for ex in test}
+    train, val, test = task.split("train"), task.split("val"), task.split("test")
+    assert len(test) == TASKS[name]["test_size"] and len(val) == TASKS[name]["val_size"] and train
+    prompts = [{ex.prompt for ex in rows} for rows in (train, val, test)]
+    assert not prompts[0] & prompts[1] and not prompts[0] & prompts[2] and not prompts[1] & prompts[2]
     perfect = task.score([ex.completion for ex in test], test)
     assert perfect["score"] == 1.0
     wrong = task.score(["nothing"] * len(test), test)  # no number, no task word: every metric is 0
@@ -75,3 +78,9 @@ def test_bad_task_config_names_the_key(tasks, key):
     with pytest.raises(ConfigError) as err:
         build_skill("modadd", tasks)
     assert err.value.key == key
+
+
+def test_sort_answers_in_alphabetical_order():
+    task = build_skill("sort", TASKS)
+    ex = task.example(("value", "file", "list"))
+    assert ex.prompt == "Sort the words: value file list\nSorted:" and ex.completion == " file list value"

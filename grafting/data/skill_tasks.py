@@ -20,37 +20,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from omegaconf import DictConfig, OmegaConf
+from typing import Any
 
 from grafting.data.modular import ModularAddition
+from grafting.data.skill_example import SPLITS, SkillExample, SkillTask, check_lengths
+from grafting.data.skill_example import mean as _mean
+from grafting.data.words import build_reverse
 from grafting.errors import ConfigError
-from grafting.evaluation.task_eval import answer_line
-from grafting.metrics.task import factual, format_soft
+from grafting.metrics.task import answer_line, factual, format_soft
 
-
-@dataclass(frozen=True)
-class SkillExample:
-    """One task problem: the prompt, the reference completion (no EOS) and the answer it encodes."""
-
-    prompt: str
-    completion: str
-    answer: Any
-
-
-class SkillTask(Protocol):
-    """What every registered task provides."""
-
-    name: str
-
-    def split(self, name: str) -> list[SkillExample]: ...
-
-    def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]: ...
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+__all__ = ["TASK_KINDS", "ModAddSkill", "SkillExample", "SkillTask", "build_modadd", "build_skill", "template_regex"]
 
 
 def template_regex(answer_template: str) -> re.Pattern[str]:
@@ -68,12 +47,24 @@ class ModAddSkill:
 
     name: str
     task: ModularAddition
+    val_size: int = 300
+
+    def __post_init__(self) -> None:
+        train = self.task.operand_max**2 - self.task.test_size
+        if not 0 < self.val_size < train:
+            raise ConfigError(f"skill.tasks.{self.name}.val_size", f"must be in (0, {train}), got {self.val_size}.")
 
     def split(self, name: str) -> list[SkillExample]:
-        return [SkillExample(ex.prompt, ex.completion, ex.answer) for ex in self.task.split(name)]
+        """``test`` as the task's; ``val``: the last ``val_size`` training problems; ``train``: the rest."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; use one of {SPLITS}.")
+        rows = self.task.split("test" if name == "test" else "train")
+        if name != "test":
+            rows = rows[-self.val_size:] if name == "val" else rows[: -self.val_size]
+        return [SkillExample(ex.prompt, ex.completion, ex.answer) for ex in rows]
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
-        _check_lengths(outputs, examples)
+        check_lengths(outputs, examples)
         outputs = [answer_line(o) for o in outputs]
         hard = template_regex(self.task.answer_template)
         f_h = _mean([float(hard.fullmatch(o.strip()) is not None) for o in outputs])
@@ -82,13 +73,10 @@ class ModAddSkill:
         return {"f_H": f_h, "f_S": f_s, "fact": fact, "score": _mean([f_h, f_s, fact]), "n": len(outputs)}
 
 
-def _check_lengths(outputs: Sequence[str], examples: Sequence[SkillExample]) -> None:
-    if len(outputs) != len(examples):
-        raise ValueError(f"{len(outputs)} outputs but {len(examples)} examples")
-
-
 def build_modadd(name: str, spec: Mapping[str, Any]) -> ModAddSkill:
-    """A :class:`ModAddSkill` from a config entry (keys of :class:`ModularAddition`)."""
+    """A :class:`ModAddSkill` from a config entry (keys of :class:`ModularAddition`, and ``val_size``)."""
+    spec = dict(spec)
+    val_size = int(spec.pop("val_size", 300))
     try:
         task = ModularAddition(
             n=int(spec.get("n", 4)), operand_max=int(spec.get("operand_max", 100)),
@@ -97,26 +85,14 @@ def build_modadd(name: str, spec: Mapping[str, Any]) -> ModAddSkill:
             answer_template=str(spec.get("answer_template", ModularAddition.answer_template)))
     except ConfigError as err:  # re-key "task.n" as "skill.tasks.<name>.n"
         raise ConfigError(err.key.replace("task.", f"skill.tasks.{name}.", 1), str(err).split("] ", 1)[1]) from err
-    return ModAddSkill(name, task)
-
-
-def _build_reverse(name: str, spec: Mapping[str, Any]) -> SkillTask:
-    from grafting.data.words import build_reverse
-
-    return build_reverse(name, spec)
+    return ModAddSkill(name, task, val_size)
 
 
 #: kind -> builder(name, spec). A new task is one file plus one line here.
 TASK_KINDS: dict[str, Callable[[str, Mapping[str, Any]], SkillTask]] = {
     "modadd": build_modadd,
-    "reverse": _build_reverse,
+    "reverse": build_reverse,
 }
-
-
-def _plain(node: Any) -> dict[str, Any]:
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
-    return dict(node or {})
 
 
 def build_skill(name: str, tasks_cfg: Mapping[str, Any]) -> SkillTask:
@@ -125,7 +101,7 @@ def build_skill(name: str, tasks_cfg: Mapping[str, Any]) -> SkillTask:
     Raises:
         ConfigError: unknown name or kind, or bad settings, naming the key.
     """
-    tasks = _plain(tasks_cfg)
+    tasks = dict(tasks_cfg or {})
     if name not in tasks:
         raise ConfigError("skill.task", f"unknown skill {name!r}; defined in skill.tasks: {', '.join(sorted(tasks))}.")
     spec = dict(tasks[name] or {})

@@ -19,27 +19,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grafting.data.skill_tasks import SkillExample
+from grafting.data.skill_example import SkillExample
 from grafting.errors import ConfigError
-from grafting.evaluation.task_eval import answer_line
+from grafting.metrics.task import answer_line
 
 WORDS = ("file", "list", "string", "value", "object", "class", "module", "function", "error", "name",
          "type", "data", "line", "code", "time", "path", "key", "item", "number", "method", "table",
          "index", "mode", "test", "text", "word", "group", "user", "field", "block", "stack", "queue",
          "tree", "node", "color", "event", "thread", "window", "option", "format")
 DEFAULT_PROMPT = "Reverse the words: {words}\nReversed:"
-MODES = ("reverse", "copy")
+MODES = ("reverse", "copy", "sort")
 
 
 @dataclass(frozen=True)
 class WordOrderSkill:
-    """Reverse (``mode=reverse``) or repeat (``mode=copy``) ``n_words`` distinct words."""
+    """Reverse (``mode=reverse``), repeat (``mode=copy``) or sort alphabetically (``mode=sort``) ``n_words``
+    distinct words. Every mode's answer depends on the input's content."""
 
     name: str
     n_words: int = 3
     vocab_size: int = len(WORDS)
     mode: str = "reverse"
     test_size: int = 1000
+    val_size: int = 300
     split_seed: int = 0
     prompt_template: str = DEFAULT_PROMPT
 
@@ -55,6 +57,9 @@ class WordOrderSkill:
             raise ConfigError(f"{key}.n_words", f"{self._count()} word tuples is too many; use fewer words.")
         if not 0 < self.test_size < self._count():
             raise ConfigError(f"{key}.test_size", f"must be in (0, {self._count()}), got {self.test_size}.")
+        if not 0 < self.val_size < self._count() - self.test_size:
+            raise ConfigError(f"{key}.val_size",
+                              f"must be in (0, {self._count() - self.test_size}), got {self.val_size}.")
         if "{words}" not in self.prompt_template:
             raise ConfigError(f"{key}.prompt_template", "the prompt template must contain {words}.")
 
@@ -68,18 +73,21 @@ class WordOrderSkill:
         return _shuffled_tuples(self.n_words, self.vocab_size, self.split_seed)
 
     def example(self, words: Sequence[str]) -> SkillExample:
-        out = list(reversed(words)) if self.mode == "reverse" else list(words)
+        out = {"reverse": list(reversed(words)), "copy": list(words), "sort": sorted(words)}[self.mode]
         return SkillExample(self.prompt_template.format(words=" ".join(words)), " " + " ".join(out), " ".join(out))
 
     def split(self, name: str) -> list[SkillExample]:
-        """``test``: the first ``test_size`` shuffled tuples; ``train``: the rest (disjoint)."""
+        """``test``: the first ``test_size`` shuffled tuples; ``val``: the next ``val_size``; ``train``: the rest."""
         tuples = self._tuples()
+        cut = self.test_size + self.val_size
         if name == "test":
             chosen = tuples[: self.test_size]
+        elif name == "val":
+            chosen = tuples[self.test_size : cut]
         elif name == "train":
-            chosen = tuples[self.test_size :]
+            chosen = tuples[cut:]
         else:
-            raise ValueError(f"unknown split {name!r}; use 'train' or 'test'.")
+            raise ValueError(f"unknown split {name!r}; use 'train', 'val' or 'test'.")
         return [self.example(t) for t in chosen]
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
@@ -109,7 +117,7 @@ def _shuffled_tuples(n_words: int, vocab_size: int, seed: int) -> list[tuple[str
 
 def build_reverse(name: str, spec: Mapping[str, Any]) -> WordOrderSkill:
     """A :class:`WordOrderSkill` from a ``skill.tasks`` entry."""
-    known = {"n_words", "vocab_size", "mode", "test_size", "split_seed", "prompt_template"}
+    known = {"n_words", "vocab_size", "mode", "test_size", "val_size", "split_seed", "prompt_template"}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise ConfigError(f"skill.tasks.{name}", f"unknown keys {unknown}; allowed: {sorted(known)}.")

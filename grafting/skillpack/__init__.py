@@ -6,6 +6,10 @@ Also here, imported from their modules: ``router`` (per-prompt top-1 pack choice
 factors as a pack: the equal-size baseline) and ``report`` (storage-vs-quality tables and figure).
 """
 
+# svd and lora register their compressors into COMPRESSORS on import; importing them here (the package
+# runs this before any of its modules) keeps the registry complete without compressors importing them.
+from grafting.skillpack import lora as _lora  # noqa: F401  isort: skip
+from grafting.skillpack import svd as _svd  # noqa: F401  isort: skip
 from grafting.skillpack.apply import applied, apply_packs_, fuse_sum, unload_
 from grafting.skillpack.compressors import (
     COMPRESSORS,

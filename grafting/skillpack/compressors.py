@@ -1,7 +1,9 @@
 """Delta compressors: a name registry plus the element-wise methods (dense, magnitude, BitDelta, DARE).
 
-The SVD-based methods live in :mod:`grafting.skillpack.svd` and register into the same
-:data:`COMPRESSORS` table. A new method is one class with ``@register("name")``.
+The SVD-based methods live in :mod:`grafting.skillpack.svd` (and LoRA factors in
+:mod:`grafting.skillpack.lora`) and register into the same :data:`COMPRESSORS` table; the package's
+``__init__`` imports them, so the table is complete whichever submodule is imported first, without
+this module importing them back. A new method is one class with ``@register("name")``.
 
 Every compressor turns a delta into a :class:`CompressedTensor`: a dict of named tensors (exactly
 what is saved, so their ``nbytes`` is the honest size) plus a JSON-able ``meta`` dict from which
@@ -255,9 +257,3 @@ class Dare(Compressor):
     def decompress(cls, c: CompressedTensor) -> Tensor:
         n = math.prod(c.shape)
         return decode_sparse(c.tensors, c.meta["encoding"], n).reshape(c.shape)
-
-
-# The SVD and LoRA methods register themselves on import; importing them here makes COMPRESSORS
-# complete whichever module is imported first.
-from grafting.skillpack import lora as _lora  # noqa: E402,F401
-from grafting.skillpack import svd as _svd  # noqa: E402,F401

@@ -42,7 +42,7 @@ def check_config(cfg: DictConfig, task_names: list[str]) -> dict[str, SkillTask]
     """Validates tasks, policies and mergers before any model is loaded; returns the tasks by name."""
     tasks = {}
     for name in task_names:
-        tasks[name] = build_skill(name, cfg.skill.tasks)
+        tasks[name] = build_skill(name, plain(cfg.skill.tasks))
     sp = cfg.skillpack
     if sp.default not in sp.methods:
         raise ConfigError("skillpack.default", f"{sp.default!r} is not in skillpack.methods "

@@ -1,0 +1,39 @@
+"""What every SkillPack skill is made of: examples and the task protocol (no task imports, so every
+task module and the registry in :mod:`grafting.data.skill_tasks` can import it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+#: The splits every skill provides; choices are made on ``val``, every reported number is on ``test``.
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SkillExample:
+    """One task problem: the prompt, the reference completion (no EOS) and the answer it encodes."""
+
+    prompt: str
+    completion: str
+    answer: Any
+
+
+class SkillTask(Protocol):
+    """What every registered task provides."""
+
+    name: str
+
+    def split(self, name: str) -> list[SkillExample]: ...
+
+    def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]: ...
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def check_lengths(outputs: Sequence[str], examples: Sequence[SkillExample]) -> None:
+    if len(outputs) != len(examples):
+        raise ValueError(f"{len(outputs)} outputs but {len(examples)} examples")
