@@ -317,6 +317,7 @@ COMPRESSOR: dict[str, Rule] = {
     "schedule": Check(_schedule, f"a non-empty list of [count >= 0 or null, bits in {QUANT_BITS}] pairs"),
     "group_size": Int(min=1, nullable=True), "dtype": Choice(*PACK_DTYPES), "param_dtype": Choice(*PACK_DTYPES),
     "p": DROP, "seed": SEED, "rescale": Bool(), "randomized": Bool(), "niter": COUNT, "oversample": COUNT,
+    "quantizer": Choice("rtn", "gptq"), "damp": Float(ge=0),
 }
 
 # The tiny transplant models' recipe (transplant.models; grafting.models.transplant_pair.PairRecipe).

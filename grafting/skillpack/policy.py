@@ -91,20 +91,29 @@ class ModuleAwareCompressor:
         key = "vector" if kind != "norm" and tensor.dim() < 2 else kind
         return kind, self.compressors[key]
 
-    def compress(self, delta_state: Mapping[str, Tensor]) -> dict[str, CompressedTensor]:
-        """Name -> :class:`CompressedTensor`; each meta also records the module ``kind``."""
+    def compress(self, delta_state: Mapping[str, Tensor],
+                 hessians: Mapping[str, Tensor] | None = None) -> dict[str, CompressedTensor]:
+        """Name -> :class:`CompressedTensor`; each meta also records the module ``kind``.
+
+        ``hessians``: parameter name -> (in × in) input second moment (:mod:`grafting.skillpack.calibration`),
+        passed to the compressors that use calibration data (GPTQ).
+        """
         out = {}
         for name, delta in delta_state.items():
             kind, compressor = self.route(name, delta)
-            c = compressor.compress(delta, key=name)
+            if getattr(compressor, "uses_calibration", False) and hessians and name in hessians:
+                c = compressor.compress(delta, key=name, hessian=hessians[name])
+            else:
+                c = compressor.compress(delta, key=name)
             c.meta["kind"] = kind
             out[name] = c
         return out
 
 
-def compress_delta(delta_state: Mapping[str, Tensor], policy: Mapping[str, Any] | None = None) -> dict[str, CompressedTensor]:
+def compress_delta(delta_state: Mapping[str, Tensor], policy: Mapping[str, Any] | None = None,
+                   hessians: Mapping[str, Tensor] | None = None) -> dict[str, CompressedTensor]:
     """Compresses a delta state dict with the module-aware ``policy`` (see :class:`ModuleAwareCompressor`)."""
-    return ModuleAwareCompressor(policy).compress(delta_state)
+    return ModuleAwareCompressor(policy).compress(delta_state, hessians)
 
 
 def decompress_state(compressed: Mapping[str, CompressedTensor]) -> dict[str, Tensor]:
