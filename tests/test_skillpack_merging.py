@@ -66,3 +66,16 @@ def test_registry_and_errors() -> None:
         task_arithmetic_delta([])
     with pytest.raises(ValueError, match="shape of w"):
         task_arithmetic_delta([{"w": torch.ones(2)}, {"w": torch.ones(3)}])
+
+
+def test_grid_lists_every_combination() -> None:
+    from grafting.skillpack.merging import grid
+
+    assert grid({"lam": [0.5, 1.0], "density": 0.2}) == [{"lam": 0.5, "density": 0.2}, {"lam": 1.0, "density": 0.2}]
+    assert len(grid({"lam": [0.3, 0.6, 1.0], "density": [0.1, 0.2]})) == 6 and grid({}) == [{}]
+
+
+def test_ties_equals_peft_on_a_sign_tie() -> None:
+    # a zero-sum entry: peft elects "+" (our own earlier TIES elected nothing and gave 0)
+    merged = ties_delta([{"w": torch.tensor([2.0, 1.0])}, {"w": torch.tensor([-2.0, 1.0])}], density=1.0)["w"]
+    assert torch.equal(merged, torch.tensor([2.0, 1.0]))

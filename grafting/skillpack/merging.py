@@ -2,13 +2,24 @@
 
 Each ``*_delta`` function returns the merged delta; the plain-named functions return the merged
 state ``θ0 + merged delta``. A key missing from some deltas counts as zero for those tasks.
+
+Task arithmetic and TIES are computed per tensor by ``peft.utils.merge_utils`` (the maintained
+implementation; one weight λ per task). DARE is ours: peft's ``dare_linear`` draws its masks from
+the global RNG, while ours draws them exactly as the ``dare`` compressor does (a generator seeded
+per task and parameter name), so a merge is reproducible and equals merging DARE packs.
+The merge weight λ, the TIES density and the DARE drop rate are hyper-parameters: the SkillPack
+stage picks them on the tasks' validation split (:func:`grid`).
 """
 
 from __future__ import annotations
 
+import itertools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
+from peft.utils import merge_utils
 from torch import Tensor
 
 from grafting.skillpack.compressors import Dare, keep_count
@@ -34,9 +45,14 @@ def _stack(deltas: Sequence[Delta], key: str) -> Tensor:
     return torch.stack([d[key].float() if key in d else torch.zeros(shape) for d in deltas])
 
 
+def _weights(n: int, lam: float) -> Tensor:
+    return torch.full((n,), float(lam))
+
+
 def task_arithmetic_delta(deltas: Sequence[Delta], lam: float = 1.0) -> dict[str, Tensor]:
-    """``λ Σ_t τ_t``."""
-    return {k: lam * _stack(deltas, k).sum(0) for k in _keys(deltas)}
+    """``λ Σ_t τ_t`` (``peft.utils.merge_utils.task_arithmetic``)."""
+    return {k: merge_utils.task_arithmetic(list(_stack(deltas, k)), _weights(len(deltas), lam))
+            for k in _keys(deltas)}
 
 
 def trim_top_k(delta: Tensor, density: float) -> Tensor:
@@ -51,20 +67,14 @@ def trim_top_k(delta: Tensor, density: float) -> Tensor:
 
 
 def ties_delta(deltas: Sequence[Delta], density: float = 0.2, lam: float = 1.0) -> dict[str, Tensor]:
-    """TIES-merging: trim each τ to its top ``density`` fraction, elect a sign, take the disjoint mean.
-
-    The elected sign per entry is the sign of the sum of the trimmed values (the side with more total
-    mass); the merged value is the mean over the tasks whose trimmed value is non-zero with that sign.
-    """
+    """TIES-merging (``peft.utils.merge_utils.ties``): trim each τ to its top ``density`` fraction by
+    magnitude, elect the sign of the summed trimmed values, average the agreeing entries, times λ."""
     merged = {}
     for key in _keys(deltas):
-        stack = _stack(deltas, key)
-        trimmed = torch.stack([trim_top_k(t, density) for t in stack])
-        sign = torch.sign(trimmed.sum(0))
-        agree = (torch.sign(trimmed) == sign) & (trimmed != 0)
-        count = agree.sum(0)
-        total = (trimmed * agree).sum(0)
-        merged[key] = lam * torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+        with warnings.catch_warnings():  # density 1 keeps everything; peft warns about it
+            warnings.simplefilter("ignore", UserWarning)
+            merged[key] = merge_utils.ties(list(_stack(deltas, key)), _weights(len(deltas), lam), density,
+                                           majority_sign_method="total")
     return merged
 
 
@@ -92,6 +102,16 @@ def dare(base_state: Delta, deltas: Sequence[Delta], p: float = 0.9, seed: int =
          rescale: bool = True) -> dict[str, Tensor]:
     """``θ0`` plus the DARE-then-task-arithmetic delta."""
     return add_delta(base_state, dare_delta(deltas, p, seed, lam, rescale))
+
+
+def grid(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of a merger's settings: a list value is a set of candidates, a scalar is fixed.
+
+    ``{"lam": [0.5, 1.0], "density": 0.2}`` -> ``[{"lam": 0.5, "density": 0.2}, {"lam": 1.0, "density": 0.2}]``.
+    """
+    keys = list(params)
+    values = [v if isinstance(v, (list, tuple)) else [v] for v in params.values()]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 
 #: Name -> function returning the merged *delta*; configs pick a merger by name.
