@@ -84,3 +84,19 @@ def test_sort_answers_in_alphabetical_order():
     task = build_skill("sort", TASKS)
     ex = task.example(("value", "file", "list"))
     assert ex.prompt == "Sort the words: value file list\nSorted:" and ex.completion == " file list value"
+
+
+@pytest.mark.parametrize("name", ["modadd", "reverse", "copy", "sort"])
+def test_router_prompts_share_one_cue_and_never_the_training_template(name):
+    task = build_skill(name, TASKS)
+    paraphrased, canonical = task.router_prompts("test"), task.split("test")
+    assert len(paraphrased) == len(canonical) and all(p.endswith("\nAnswer:") for p in paraphrased)
+    train_heads = {ex.prompt.split(":")[0] for ex in task.split("train")}
+    assert not any(p.split(":")[0] in train_heads for p in paraphrased)
+
+
+def test_on_split_scores_validation_as_test():
+    from grafting.data.skill_example import OnSplit
+
+    task = build_skill("reverse", TASKS)
+    assert OnSplit(task, "val").split("test") == task.split("val") and OnSplit(task, "val").name == "reverse"

@@ -30,6 +30,25 @@ class SkillTask(Protocol):
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]: ...
 
 
+@dataclass(frozen=True)
+class OnSplit:
+    """``task`` seen through another split: its ``test`` split is ``task.split(split)`` (e.g. ``val``),
+    so any scorer that evaluates on "test" can make a choice on validation instead."""
+
+    task: SkillTask
+    split_name: str
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def split(self, name: str) -> list[SkillExample]:
+        return self.task.split(self.split_name if name == "test" else name)
+
+    def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
+        return self.task.score(outputs, examples)
+
+
 def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 

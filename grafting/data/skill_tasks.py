@@ -38,6 +38,10 @@ def template_regex(answer_template: str) -> re.Pattern[str]:
     return re.compile(re.escape(head) + r"-?[0-9]+" + re.escape(tail))
 
 
+#: A held-out wording of the modular-addition instruction, for testing the router (see words.PARAPHRASES).
+MODADD_PARAPHRASE = "Add {a} and {b}, then give the remainder after dividing by {n}.\nAnswer:"
+
+
 @dataclass(frozen=True)
 class ModAddSkill:
     """Modular addition with any ``n`` and templates; format-hard matches the task's own answer template.
@@ -62,6 +66,13 @@ class ModAddSkill:
         if name != "test":
             rows = rows[-self.val_size:] if name == "val" else rows[: -self.val_size]
         return [SkillExample(ex.prompt, ex.completion, ex.answer) for ex in rows]
+
+    def router_prompts(self, split: str) -> list[str]:
+        """The ``split``'s problems under a held-out paraphrase ending in the shared "Answer:" cue."""
+        rows = self.task.split("test" if split == "test" else "train")
+        if split != "test":
+            rows = rows[-self.val_size:] if split == "val" else rows[: -self.val_size]
+        return [MODADD_PARAPHRASE.format(a=ex.a, b=ex.b, n=ex.n) for ex in rows]
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
         check_lengths(outputs, examples)

@@ -28,6 +28,11 @@ WORDS = ("file", "list", "string", "value", "object", "class", "module", "functi
          "index", "mode", "test", "text", "word", "group", "user", "field", "block", "stack", "queue",
          "tree", "node", "color", "event", "thread", "window", "option", "format")
 DEFAULT_PROMPT = "Reverse the words: {words}\nReversed:"
+#: Instructions never used in training, all ending in the same "Answer:": the router is tested on these,
+#: so its accuracy does not come from recognising each task's own template.
+PARAPHRASES = {"reverse": "Say these words backwards, last one first: {words}\nAnswer:",
+               "copy": "Write the same words again in the same order: {words}\nAnswer:",
+               "sort": "Put these words in alphabetical order: {words}\nAnswer:"}
 MODES = ("reverse", "copy", "sort")
 
 
@@ -78,17 +83,22 @@ class WordOrderSkill:
 
     def split(self, name: str) -> list[SkillExample]:
         """``test``: the first ``test_size`` shuffled tuples; ``val``: the next ``val_size``; ``train``: the rest."""
+        return [self.example(t) for t in self._split_tuples(name)]
+
+    def _split_tuples(self, name: str) -> list[tuple[str, ...]]:
         tuples = self._tuples()
         cut = self.test_size + self.val_size
         if name == "test":
-            chosen = tuples[: self.test_size]
-        elif name == "val":
-            chosen = tuples[self.test_size : cut]
-        elif name == "train":
-            chosen = tuples[cut:]
-        else:
-            raise ValueError(f"unknown split {name!r}; use 'train', 'val' or 'test'.")
-        return [self.example(t) for t in chosen]
+            return tuples[: self.test_size]
+        if name == "val":
+            return tuples[self.test_size : cut]
+        if name == "train":
+            return tuples[cut:]
+        raise ValueError(f"unknown split {name!r}; use 'train', 'val' or 'test'.")
+
+    def router_prompts(self, split: str) -> list[str]:
+        """The ``split``'s problems under a held-out paraphrase of the instruction (:data:`PARAPHRASES`)."""
+        return [PARAPHRASES[self.mode].format(words=" ".join(t)) for t in self._split_tuples(split)]
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
         """On the answer line: ``exact`` = the words equal the answer; ``words`` = share of word positions
