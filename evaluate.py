@@ -6,8 +6,8 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from grafting.evaluation.runner import run
     from grafting.progress import quiet_library_bars
+    from grafting.stages.evaluate import run
 
     quiet_library_bars()
     run(cfg)

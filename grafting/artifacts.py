@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from grafting.errors import ArtifactError
 
 MANIFEST = "manifest.json"
+RESULTS = "results.json"  # what a finished run writes (grafting/run_context.py)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -137,3 +138,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     config = getattr(model, "config", None)
     config_dict = config.to_dict() if hasattr(config, "to_dict") else None
     return state_fingerprint(model.state_dict(), config_dict)
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any]:
+    """The ``results.json`` of a finished run."""
+    return json.loads((Path(run_dir) / RESULTS).read_text())

@@ -14,50 +14,21 @@ host utility keep working. Its ``save_pretrained`` writes the :mod:`grafting.hf_
 from __future__ import annotations
 
 import copy
-import functools
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from grafting import surgery
 from grafting.artifacts import load_tensors_with_manifest, save_tensors_with_manifest
 from grafting.errors import ArtifactError, ConfigError
+from grafting.graft_block import GraftedBlock, graft_of
+from grafting.hf_grafted import save_as_hf_grafted_
 from grafting.translators import build_translator
 
-
-class GraftedBlock(nn.Module):
-    """Pre-T, a donor block and Post-T, called exactly like the host block it replaces."""
-
-    def __init__(
-        self,
-        block: nn.Module,
-        pre: nn.Module,
-        post: nn.Module,
-        rotary: nn.Module | None = None,
-        donor_config: Any = None,
-        layer: int | None = None,
-    ):
-        super().__init__()
-        self.pre_translator = pre
-        self.block = block
-        self.post_translator = post
-        # The donor's own rotary embedding: its head size or base may differ from the host's.
-        self.rotary = rotary
-        # Where the block came from (donor config, donor block index): what a saved model needs to rebuild it.
-        self.donor_config = donor_config
-        self.layer = layer
-
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
-        h = self.pre_translator(hidden_states)
-        if self.rotary is not None and kwargs.get("position_embeddings") is not None:
-            kwargs["position_embeddings"] = self.rotary(h, position_ids=kwargs.get("position_ids"))
-        out = self.block(h, *args, **kwargs)
-        if isinstance(out, tuple):  # some architectures still return (hidden, ...) tuples
-            return (self.post_translator(out[0]), *out[1:])
-        return self.post_translator(out)
+__all__ = ["GraftedBlock", "build_grafted", "graft_of", "load_graft_", "save_graft", "swap_donor_block_",
+           "validate_graft"]
 
 
 def validate_graft(host: nn.Module, donor: nn.Module, layer: int, dest: int) -> None:
@@ -108,30 +79,6 @@ def build_grafted(
     save_as_hf_grafted_(grafted)
     grafted.eval()
     return grafted
-
-
-def _save_pretrained_grafted(self: PreTrainedModel, save_directory: str | Path, *args: Any, **kwargs: Any):
-    """``save_pretrained`` of a grafted host: writes the ``GraftedForCausalLM`` format (reloads whole)."""
-    from grafting.hf_grafted import to_hf_grafted
-
-    to_hf_grafted(self).save_pretrained(save_directory, *args, **kwargs)
-
-
-def save_as_hf_grafted_(grafted: PreTrainedModel) -> None:
-    """Make ``grafted.save_pretrained`` save the loadable grafted format instead of a plain host.
-
-    A plain host folder would reload with the grafted block randomly initialised (only a warning).
-    """
-    # A partial (not a bound method) so that deepcopy and pickle keep the override on the copy.
-    grafted.save_pretrained = functools.partial(_save_pretrained_grafted, grafted)
-
-
-def graft_of(grafted: nn.Module) -> tuple[int, GraftedBlock]:
-    """The position and the :class:`GraftedBlock` of a grafted model."""
-    for i, block in enumerate(surgery.get_blocks(grafted)):
-        if isinstance(block, GraftedBlock):
-            return i, block
-    raise ValueError("this model holds no GraftedBlock")
 
 
 def swap_donor_block_(grafted: nn.Module, block: nn.Module) -> nn.Module:

@@ -14,6 +14,8 @@ transformers' Auto classes load (:mod:`grafting.hf_register`).
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +26,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.models.auto.modeling_auto import AutoModelForCausalLM
 
 from grafting import surgery
-from grafting.grafted import GraftedBlock, graft_of, save_as_hf_grafted_
+from grafting.graft_block import GraftedBlock, graft_of
 from grafting.hf_config import GraftedConfig
 from grafting.translators import TRANSLATORS, build_translator
 
@@ -54,6 +56,20 @@ def _build_graft(config: GraftedConfig, host: PreTrainedModel) -> GraftedBlock:
         block, pre, post, type(rotary)(config=donor_config) if rotary is not None else None,
         donor_config=donor_config, layer=config.layer,
     )
+
+
+def _save_pretrained_grafted(self: PreTrainedModel, save_directory: str | Path, *args: Any, **kwargs: Any):
+    """``save_pretrained`` of a grafted host: writes the ``GraftedForCausalLM`` format (reloads whole)."""
+    to_hf_grafted(self).save_pretrained(save_directory, *args, **kwargs)
+
+
+def save_as_hf_grafted_(grafted: PreTrainedModel) -> None:
+    """Make ``grafted.save_pretrained`` save the loadable grafted format instead of a plain host.
+
+    A plain host folder would reload with the grafted block randomly initialised (only a warning).
+    """
+    # A partial (not a bound method) so that deepcopy and pickle keep the override on the copy.
+    grafted.save_pretrained = functools.partial(_save_pretrained_grafted, grafted)
 
 
 class GraftedForCausalLM(PreTrainedModel, GenerationMixin):
@@ -120,6 +136,6 @@ def to_hf_grafted(
     return GraftedForCausalLM(config, host=grafted)
 
 
-__all__ = ["GraftedConfig", "GraftedForCausalLM", "to_hf_grafted"]
+__all__ = ["GraftedConfig", "GraftedForCausalLM", "save_as_hf_grafted_", "to_hf_grafted"]
 
 AutoModelForCausalLM.register(GraftedConfig, GraftedForCausalLM, exist_ok=True)

@@ -67,22 +67,22 @@ def device_info() -> dict[str, Any]:
             "threads": torch.get_num_threads(), "host": platform.node(), "platform": platform.platform()}
 
 
-def provenance(cfg=None) -> dict[str, Any]:
-    """Versions, git commit and dirty flag, device, and the resolved config when ``cfg`` is given."""
+def provenance(config: Any = None) -> dict[str, Any]:
+    """Versions, git commit and dirty flag, device, and the resolved ``config`` when one is given."""
     out: dict[str, Any] = {"versions": package_versions(), "git": git_state(), "device": device_info()}
-    if cfg is not None:
-        out["config"] = resolved_config(cfg)
+    if config is not None:
+        out["config"] = resolved_config(config)
     return out
 
 
-def resolved_config(cfg) -> dict[str, Any]:
-    """``cfg`` as plain data, interpolations resolved (left as written if one only resolves inside Hydra)."""
-    from omegaconf import OmegaConf
+def resolved_config(config: Any) -> dict[str, Any]:
+    """``config`` as plain data, interpolations resolved (left as written if one only resolves inside Hydra)."""
+    from grafting.plain import plain
 
     try:
-        return OmegaConf.to_container(cfg, resolve=True)
+        return plain(config)
     except Exception:  # e.g. ${hydra:...} outside a Hydra job
-        return OmegaConf.to_container(cfg, resolve=False)
+        return plain(config, resolve=False)
 
 
 def code_identity(prov: dict[str, Any] | None) -> dict[str, Any]:

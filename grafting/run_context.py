@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -13,15 +12,17 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from grafting.artifacts import write_json_atomic, write_text_atomic
+from grafting.artifacts import RESULTS, read_results, write_json_atomic, write_text_atomic
 from grafting.errors import ArtifactError
+from grafting.plain import plain
 from grafting.progress import quiet_library_bars
 from grafting.provenance import provenance, resolved_config
 
+__all__ = ["RESULTS", "RunContext", "global_rank", "read_results"]
+
 log = logging.getLogger(__name__)
-RESULTS = "results.json"
 # Not copied into a non-zero rank's scratch folder: shared by all ranks, or logs.
 _NOT_MIRRORED = ("checkpoints", "csv", "wandb", ".hydra")
 
@@ -97,7 +98,7 @@ class RunContext:
         prov = provenance()
         for lg in loggers:
             if rank == 0 and hasattr(lg, "log_hyperparams"):
-                lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "provenance": prov})
+                lg.log_hyperparams({**plain(cfg), "provenance": prov})
         return cls(cfg=cfg, run_dir=run_dir, loggers=loggers, output_dir=output_dir, rank=rank, provenance=prov)
 
     def reseed(self) -> None:
@@ -179,7 +180,3 @@ class RunContext:
                     lg.experiment.finish()
             except Exception as err:  # a logger that fails to close must not hide the run's own error
                 log.warning("logger %s failed to finish: %s", type(lg).__name__, err)
-
-
-def read_results(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / RESULTS).read_text())

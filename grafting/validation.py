@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from grafting.data.modular import task_from_config
 from grafting.errors import ConfigError
-from grafting.stages import STAGES
+from grafting.stages.registry import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ COMPRESSORS = ("dense", "none", "keep", "magnitude", "bitdelta", "dare", "svd_ra
                "lora")  # grafting.skillpack.COMPRESSORS
 POLICY_KEYS = ("embedding", "lm_head", "attention", "mlp", "norm", "other", "vector")  # skillpack.policy
 MERGERS = ("task_arithmetic", "ties", "dare")  # grafting.skillpack.merging.MERGERS
+BUDGET_METHODS = ("dense", "svd", "svd_quant", "graftllm", "graftllm_gptq", "magnitude", "dare",
+                  "bitdelta")  # grafting.skillpack.budget.FAMILIES
 PACK_DTYPES = ("float16", "bfloat16", "float32")  # grafting.skillpack.quant._DTYPES
 QUANT_BITS = (2, 3, 4, 8, 16)  # grafting.skillpack.quant.SUPPORTED_BITS + FP16_BITS
 SCORERS = ("abs_diff", "rel_diff")  # grafting.transplant.analysis.SCORERS
@@ -192,6 +194,19 @@ class ListOf(Rule):
     def describe(self, cfg):
         size = "a list" if self.min_len == 0 else "a non-empty list"
         return f"{size} whose items are each {self.item.describe(cfg)}"
+
+
+@dataclass(frozen=True)
+class OneOrList(Rule):
+    """One value, or a non-empty list of candidates (a grid the stage searches on validation)."""
+
+    item: Rule = field(default_factory=Str)
+
+    def ok(self, value, cfg):
+        return ListOf(self.item).ok(value, cfg) if isinstance(value, list) else self.item.ok(value, cfg)
+
+    def describe(self, cfg):
+        return f"{self.item.describe(cfg)}, or a non-empty list of such"
 
 
 @dataclass(frozen=True)
@@ -399,7 +414,11 @@ RULES: dict[str, Rule] = {
     "skill.dpo.enabled": Bool(), "skill.dpo.weight": Float(ge=0), "skill.dpo.beta": Float(gt=0),
     "skill.tasks.*.kind": Choice(*SKILL_KINDS), **_under(["skill.tasks.*"], MODADD),
     "skill.tasks.*.mode": Choice(*WORD_MODES), "skill.tasks.*.n_words": POS, "skill.tasks.*.vocab_size": Int(min=2),
-    "skill.tasks.*.val_size": POS,
+    "skill.tasks.*.val_size": POS, "skill.n_val": POS,
+    "skillpack.budget.fractions": ListOf(Float(gt=0, le=1), min_len=0),
+    "skillpack.budget.methods": ListOf(Choice(*BUDGET_METHODS), min_len=0),
+    "skillpack.budget.calibration_texts": POS, "skillpack.budget.bitdelta_steps": COUNT,
+    "skillpack.budget.bitdelta_lr": LR, "skillpack.lora.lrs": ListOf(LR),
     "continual.tasks": ListOf(Key(node_key="skill.tasks")),
     # skillpack/default.yaml
     "skillpack.default": Key(node_key="skillpack.methods"),
@@ -410,8 +429,9 @@ RULES: dict[str, Rule] = {
     "skillpack.lora.enabled": Bool(), "skillpack.lora.dtype": Choice(*PACK_DTYPES), "skillpack.lora.lr": LR,
     "skillpack.lora.steps": Int(min=1, nullable=True), "skillpack.lora.alpha_over_r": Float(gt=0),
     "skillpack.fusion.mergers": Keys(MERGERS),
-    "skillpack.fusion.mergers.*.lam": Float(), "skillpack.fusion.mergers.*.density": Float(gt=0, le=1),
-    "skillpack.fusion.mergers.*.p": DROP, "skillpack.fusion.mergers.*.seed": SEED,
+    "skillpack.fusion.mergers.*.lam": OneOrList(Float()),
+    "skillpack.fusion.mergers.*.density": OneOrList(Float(gt=0, le=1)),
+    "skillpack.fusion.mergers.*.p": OneOrList(DROP), "skillpack.fusion.mergers.*.seed": SEED,
     "skillpack.fusion.mergers.*.rescale": Bool(),
     "skillpack.fusion.router.hidden": COUNT, "skillpack.fusion.router.n_train": POS,
     "skillpack.fusion.router.epochs": POS, "skillpack.fusion.router.lr": LR,

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from grafting.errors import ConfigError
+from grafting.metrics.stats import bootstrap_interval
 from grafting.reporting.aggregate import aggregate, collect
-from grafting.reporting.stats import bootstrap_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = {"python": "3.11.7", "torch": "2.13.0+cpu", "transformers": "5.24.0"}

@@ -9,24 +9,25 @@ from conftest import compose_config, tiny_model
 import grafting.evaluation.suite as suite
 from grafting.metrics import language as language_metrics
 from grafting.metrics import task as task_metrics
+from grafting.stages.common import evaluate
 
 
 def test_scores_are_read_back_and_keyed_by_weights(tmp_path, tokenizer, monkeypatch):
     cfg = compose_config(["debug=smoke", "evaluation.task_points=8", "evaluation.language.n_texts=2"], tmp_path)
     model, host = tiny_model(seed=0), tiny_model(seed=1)
     cache = tmp_path / "cache"
-    first = suite.evaluate_models(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
+    first = evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
     assert len(list((cache / "scores").glob("*.json"))) == 1
 
     calls = []
     real = suite.evaluate_task
     monkeypatch.setattr(suite, "evaluate_task", lambda *a, **k: calls.append(1) or real(*a, **k))
-    again = suite.evaluate_models(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
+    again = evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
     assert calls == [] and json.dumps(again["M"], sort_keys=True) == json.dumps(first["M"], sort_keys=True)
 
     with torch.no_grad():
         next(model.parameters()).add_(1e-3)  # other weights: another key, evaluated again
-    suite.evaluate_models(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
+    evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
     assert calls == [1] and len(list((cache / "scores").glob("*.json"))) == 2
 
 
@@ -39,11 +40,11 @@ def test_a_new_metric_version_misses_the_cache(tmp_path, tokenizer, monkeypatch,
     calls = []
     real = suite.evaluate_task
     monkeypatch.setattr(suite, "evaluate_task", lambda *a, **k: calls.append(1) or real(*a, **k))
-    suite.evaluate_models(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
-    suite.evaluate_models(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
+    evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
+    evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
     assert calls == [1]  # the second call read the scores back
 
     module = {"task": task_metrics, "language": language_metrics}[family]
     monkeypatch.setattr(module, "SCORE_VERSION", module.SCORE_VERSION + 1)  # a fixed metric: old scores are stale
-    suite.evaluate_models(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
+    evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
     assert calls == [1, 1] and len(list((cache / "scores").glob("*.json"))) == 2

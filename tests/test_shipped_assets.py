@@ -48,7 +48,7 @@ def test_vanilla_and_host_share_their_initialisation_and_differ_in_data(tmp_path
 def test_the_default_config_loads_the_shipped_weights_without_pretraining(tmp_path, key, name):
     spec = OmegaConf.to_container(compose_config([], tmp_path)[key], resolve=True)
     assert recipe(spec) == shipped.manifest(name)["recipe"]
-    assert locate(spec, tmp_path / "empty-cache", train=False) == shipped.asset_dir(name)
+    assert locate(spec, tmp_path / "empty-cache") == shipped.asset_dir(name)
 
 
 def test_a_damaged_asset_is_refused(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from grafting.reporting.stats import bootstrap_interval, format_interval, separated
+from grafting.metrics.stats import bootstrap_interval, format_interval, separated
 
 
 def _reference(values, level=0.95, resamples=4000, seed=1):

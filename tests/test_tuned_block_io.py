@@ -10,13 +10,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import compose_config, tiny_model
-from omegaconf import OmegaConf
 
 from grafting import surgery
 from grafting.errors import ArtifactError
 from grafting.modules.layer_finetune import LayerFinetuneModule
-from grafting.stages import finetune
-from grafting.stages.finetune import load_tuned_block, save_tuned_block
+from grafting.stages import common
+from grafting.tuned_block import load_tuned_block, save_tuned_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,9 +29,8 @@ def saved(tmp_path):
         for p in module.parameters():
             if p.requires_grad:
                 p.add_(0.01)
-    ctx = SimpleNamespace(cfg=OmegaConf.create({"donor": {"name": "tiny"}, "finetune": {"method": "full"}}),
-                          run_dir=tmp_path)
-    folder = save_tuned_block(ctx, module, tmp_path / "tuned_block", base=donor)
+    folder = save_tuned_block(module.tuned_block(), tmp_path / "tuned_block", layer=1, method="full", base=donor,
+                              donor={"name": "tiny"}, finetune={"method": "full"})
     return donor, module, folder
 
 
@@ -95,10 +93,10 @@ def test_cache_key_changes_with_the_code_version(tmp_path, monkeypatch):
     cfg = compose_config(["debug=smoke", "finetune.cache=true"], tmp_path)
     ctx = SimpleNamespace(cfg=cfg, cache_dir=tmp_path / "cache")
     donor = tiny_model()
-    key = finetune.tuned_block_cache_path(ctx, donor)
-    assert key.parent == tmp_path / "cache" / "tuned_blocks" and finetune.tuned_block_cache_path(ctx, donor) == key
-    monkeypatch.setattr(finetune, "TUNED_BLOCK_VERSION", finetune.TUNED_BLOCK_VERSION + 1)
-    assert finetune.tuned_block_cache_path(ctx, donor) != key
+    key = common.tuned_block_cache_path(ctx, donor)
+    assert key.parent == tmp_path / "cache" / "tuned_blocks" and common.tuned_block_cache_path(ctx, donor) == key
+    monkeypatch.setattr(common, "TUNED_BLOCK_VERSION", common.TUNED_BLOCK_VERSION + 1)
+    assert common.tuned_block_cache_path(ctx, donor) != key
     monkeypatch.undo()
     cfg.finetune.lr = 2 * cfg.finetune.lr  # and so does any setting that shapes training
-    assert finetune.tuned_block_cache_path(ctx, donor) != key
+    assert common.tuned_block_cache_path(ctx, donor) != key

@@ -136,7 +136,7 @@ def test_train_py_fails_fast_naming_the_key(tmp_path, overrides, key):
 
 
 def test_evaluate_validates_before_loading(tmp_path):
-    from grafting.evaluation.runner import run
+    from grafting.stages.evaluate import run
 
     cfg = compose_config([f"run_dir={tmp_path / 'no_such_run'}", "evaluation.batch_size=0"], tmp_path,
                          config_name="evaluate")

@@ -11,8 +11,11 @@ import ast
 import hashlib
 import json
 import sysconfig
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -71,35 +74,63 @@ def builtin_fingerprint() -> str:
     return hashlib.sha256(json.dumps(builtin_documents()).encode()).hexdigest()[:10]
 
 
-def load_text_dataset(cfg) -> datasets.Dataset | datasets.IterableDataset:
-    """A dataset with a ``text`` column, from ``cfg.source`` in {builtin, local, fineweb}.
+@dataclass(frozen=True)
+class TextSource:
+    """Where general text comes from (the ``corpus`` / ``dataloader.text`` config node).
 
-    Args:
-        cfg: the ``dataloader.text`` node: ``source``, and ``files`` / ``format`` (local) or
-            ``hub_id`` / ``hub_name`` / ``max_documents`` (fineweb).
+    ``source`` is ``builtin`` (the CPython docs, offline), ``local`` (``files`` in ``format``, the text in
+    ``text_column``) or ``fineweb`` (``hub_id`` / ``hub_name``, the first ``max_documents`` streamed).
     """
-    source = cfg.source
+
+    source: str = "builtin"
+    files: tuple[str, ...] | str | None = None
+    format: str | None = None
+    text_column: str = "text"
+    hub_id: str = "HuggingFaceFW/fineweb"
+    hub_name: str | None = None
+    max_documents: int = 20000
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, default)
+        return default if value is None else value
+
+
+def text_source(spec: TextSource | Mapping[str, Any]) -> TextSource:
+    """A :class:`TextSource` from itself or from a mapping with the same keys (unknown keys are ignored)."""
+    if isinstance(spec, TextSource):
+        return spec
+    keys = TextSource.__dataclass_fields__
+    values = {k: spec[k] for k in keys if k in spec and spec[k] is not None}
+    if "files" in values and not isinstance(values["files"], str):
+        values["files"] = tuple(values["files"])
+    return TextSource(**values)
+
+
+def load_text_dataset(spec: TextSource | Mapping[str, Any]) -> datasets.Dataset | datasets.IterableDataset:
+    """A dataset with a ``text`` column, from ``spec.source`` in {builtin, local, fineweb}."""
+    src = text_source(spec)
+    source = src.source
     if source == "builtin":
         return datasets.Dataset.from_dict({"text": list(builtin_documents())})
     if source == "local":
-        files = list(cfg.files) if not isinstance(cfg.files, str) else [cfg.files]
+        files = list(src.files) if not isinstance(src.files, str) else [src.files]
         for f in files:
             if not Path(f).exists():
                 raise ConfigError("dataloader.text.files", f"file {f!r} does not exist.")
-        fmt = cfg.get("format") or _guess_format(files[0])
+        fmt = src.get("format") or _guess_format(files[0])
         try:
             ds = datasets.load_dataset(fmt, data_files=files, split="train")
         except Exception as err:  # datasets' own errors do not say which config key to fix
             raise ConfigError("dataloader.text.files", f"could not read {files} as {fmt!r}: {err}") from err
         if len(ds) == 0:
             raise ConfigError("dataloader.text.files", f"{files} hold no rows: the corpus is empty.")
-        column = cfg.get("text_column", "text")
+        column = src.get("text_column", "text")
         if column not in ds.column_names:
             raise ConfigError("dataloader.text.text_column", f"{column!r} not in columns {ds.column_names}.")
         return ds.rename_column(column, "text") if column != "text" else ds
     if source == "fineweb":
-        ds = datasets.load_dataset(cfg.hub_id, name=cfg.get("hub_name"), split="train", streaming=True)
-        return ds.take(int(cfg.max_documents))
+        ds = datasets.load_dataset(src.hub_id, name=src.get("hub_name"), split="train", streaming=True)
+        return ds.take(int(src.max_documents))
     raise ConfigError("dataloader.text.source", f"unknown source {source!r}; allowed: builtin, local, fineweb.")
 
 

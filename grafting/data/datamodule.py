@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from grafting.data.corpus import load_text_dataset
+from grafting.data.corpus import TextSource, load_text_dataset, text_source
 from grafting.data.datasets import MixedDataset, TaskSFTDataset, TextChunkDataset, pad_collate
-from grafting.data.modular import task_from_config
+from grafting.data.modular import ModularAddition, task_from_config
 from grafting.errors import ConfigError
 
 KINDS = ("mod", "text", "mixed")
@@ -27,42 +28,71 @@ def split_texts(texts: list[str], split: str, val_every: int = 20) -> list[str]:
     return [t for i, t in enumerate(texts) if i % val_every]
 
 
-def text_documents(text_cfg, split: str) -> list[str]:
-    ds = load_text_dataset(text_cfg)
+@dataclass(frozen=True)
+class DataSpec:
+    """What a datamodule serves (the ``dataloader`` config node).
+
+    ``kind``: ``mod`` (the task's train split), ``text`` (chunks of ``text``) or ``mixed`` (a fraction
+    ``mix_ratio`` of task items among text chunks). ``max_chunks`` caps the text chunks.
+    """
+
+    kind: str = "text"
+    batch_size: int = 32
+    seq_len: int = 64
+    mix_ratio: float = 0.5
+    max_chunks: int | None = None
+    num_workers: int = 0
+    text: TextSource = field(default_factory=TextSource)
+
+
+def data_spec(spec: DataSpec | Mapping[str, Any], **changes: Any) -> DataSpec:
+    """A :class:`DataSpec` from itself or from a mapping with the same keys, with ``changes`` applied."""
+    if not isinstance(spec, DataSpec):
+        values = {f.name: spec[f.name] for f in fields(DataSpec) if f.name in spec}
+        values["text"] = text_source(values.get("text") or {})
+        spec = DataSpec(**values)
+    return replace(spec, **changes) if changes else spec
+
+
+def text_documents(source: TextSource | Mapping[str, Any], split: str) -> list[str]:
+    """The documents of ``split`` (train or validation) of a text source."""
+    src = text_source(source)
+    ds = load_text_dataset(src)
     texts = [row["text"] for row in ds]
     if not texts:
-        raise ConfigError("dataloader.text", f"the {text_cfg.source!r} corpus is empty.")
+        raise ConfigError("dataloader.text", f"the {src.source!r} corpus is empty.")
     return split_texts(texts, split)
 
 
-def build_dataset(loader_cfg, task_cfg, tokenizer, split: str, seed: int = 0) -> Dataset:
-    """The dataset named by ``dataloader.kind`` for ``split`` in {train, validation}.
+def build_dataset(spec: DataSpec | Mapping[str, Any], task: ModularAddition | Mapping[str, Any], tokenizer,
+                  split: str, seed: int = 0) -> Dataset:
+    """The dataset named by ``spec.kind`` for ``split`` in {train, validation}.
 
     ``mod`` uses the task's train split for both (validation = a held-out slice of it), so the
     1000 test points are never seen in training or alignment.
     """
-    kind = loader_cfg.kind
-    seq_len = int(loader_cfg.seq_len)
+    spec = data_spec(spec)
+    kind = spec.kind
+    seq_len = int(spec.seq_len)
     if kind not in KINDS:
         raise ConfigError("dataloader.kind", f"unknown kind {kind!r}; allowed: {', '.join(KINDS)}.")
 
     def task_ds() -> Dataset:
-        task = task_from_config(task_cfg)
-        train = task.split("train")
+        problems = task_from_config(task)
+        train = problems.split("train")
         n_val = max(1, len(train) // 20)
-        if task.kind == "lookup":  # a table of facts: every fact is trained on
+        if problems.kind == "lookup":  # a table of facts: every fact is trained on
             return TaskSFTDataset(train[:n_val] if split == "validation" else train, tokenizer, seq_len)
         return TaskSFTDataset(train[:n_val] if split == "validation" else train[n_val:], tokenizer, seq_len)
 
     def text_ds() -> Dataset:
-        max_chunks = loader_cfg.get("max_chunks")
-        return TextChunkDataset(text_documents(loader_cfg.text, split), tokenizer, seq_len, max_chunks)
+        return TextChunkDataset(text_documents(spec.text, split), tokenizer, seq_len, spec.max_chunks)
 
     if kind == "mod":
         return task_ds()
     if kind == "text":
         return text_ds()
-    return MixedDataset(task_ds(), text_ds(), float(loader_cfg.mix_ratio), seed=seed)
+    return MixedDataset(task_ds(), text_ds(), float(spec.mix_ratio), seed=seed)
 
 
 class ResumableSampler(DistributedSampler):
@@ -188,8 +218,10 @@ class GraftingDataModule(L.LightningDataModule):
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
 
-def build_datamodule(loader_cfg, task_cfg, tokenizer, seed: int, with_val: bool = True) -> GraftingDataModule:
-    train = build_dataset(loader_cfg, task_cfg, tokenizer, "train", seed)
-    val = build_dataset(loader_cfg, task_cfg, tokenizer, "validation", seed) if with_val else None
-    return GraftingDataModule(train, val, tokenizer.pad_token_id, int(loader_cfg.batch_size), seed,
-                              int(loader_cfg.get("num_workers", 0)))
+def build_datamodule(spec: DataSpec | Mapping[str, Any], task: ModularAddition | Mapping[str, Any], tokenizer,
+                     seed: int, with_val: bool = True) -> GraftingDataModule:
+    """Train (and validation) datasets of ``spec`` in a seeded :class:`GraftingDataModule`."""
+    spec = data_spec(spec)
+    train = build_dataset(spec, task, tokenizer, "train", seed)
+    val = build_dataset(spec, task, tokenizer, "validation", seed) if with_val else None
+    return GraftingDataModule(train, val, tokenizer.pad_token_id, int(spec.batch_size), seed, int(spec.num_workers))

@@ -18,7 +18,9 @@ of the block's knowledge, not only its answer format.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from grafting.errors import ConfigError
 
@@ -103,14 +105,16 @@ class ModularAddition:
         return [self.example(a, b) for a, b in chosen]
 
 
-def task_from_config(cfg) -> ModularAddition:
-    """Build the task from the ``task`` node."""
+def task_from_config(spec: ModularAddition | Mapping[str, Any]) -> ModularAddition:
+    """The task of a ``task`` mapping (``split_seed`` is the split's seed); a task is returned as it is."""
+    if isinstance(spec, ModularAddition):
+        return spec
     return ModularAddition(
-        n=int(cfg.n),
-        operand_max=int(cfg.operand_max),
-        test_size=int(cfg.test_size),
-        seed=int(cfg.get("split_seed", 0)),
-        prompt_template=str(cfg.prompt_template),
-        answer_template=str(cfg.answer_template),
-        kind=str(cfg.get("kind", "modadd")),
+        n=int(spec["n"]),
+        operand_max=int(spec["operand_max"]),
+        test_size=int(spec["test_size"]),
+        seed=int(spec.get("split_seed", 0)),
+        prompt_template=str(spec.get("prompt_template", DEFAULT_PROMPT)),
+        answer_template=str(spec.get("answer_template", DEFAULT_ANSWER)),
+        kind=str(spec.get("kind", "modadd")),
     )

@@ -8,11 +8,13 @@ mean KL between the host's and the model's next-token distributions on held-out 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
+from grafting.data.corpus import TextSource
 from grafting.data.datamodule import text_documents
 from grafting.data.datasets import TextChunkDataset
 from grafting.generation import generate_continuations
@@ -24,6 +26,27 @@ from grafting.metrics.language import (
 )
 
 
+@dataclass(frozen=True)
+class LanguageSettings:
+    """How language preservation is measured (the ``evaluation.language`` config node)."""
+
+    n_texts: int = 100  # held-out texts whose truncation each model continues
+    prompt_tokens: int = 32
+    max_new_tokens: int = 32
+    batch_size: int = 32
+    mlm_model: str | None = "builtin"  # the shipped tiny BERT; a hub id, a folder, or None (no MLM)
+    mlm_top_k: int = 10
+    kl_texts: int = 64  # held-out chunks the next-token KL to the host is measured on
+    kl_seq_len: int = 64
+
+
+def language_settings(spec: LanguageSettings | Mapping[str, Any]) -> LanguageSettings:
+    """:class:`LanguageSettings` from itself or from a mapping with the same keys."""
+    if isinstance(spec, LanguageSettings):
+        return spec
+    return LanguageSettings(**{f.name: spec[f.name] for f in fields(LanguageSettings) if f.name in spec})
+
+
 @dataclass
 class LanguageProbe:
     """The fixed held-out material every model is evaluated on."""
@@ -33,9 +56,10 @@ class LanguageProbe:
     kl_mask: torch.Tensor
 
 
-def build_probe(corpus_cfg, tokenizer, n_texts: int, prompt_tokens: int, kl_texts: int,
+def build_probe(corpus: TextSource | Mapping[str, Any], tokenizer, n_texts: int, prompt_tokens: int, kl_texts: int,
                 kl_seq_len: int) -> LanguageProbe:
-    docs = text_documents(corpus_cfg, "validation")
+    """The first ``n_texts`` held-out documents cut to ``prompt_tokens``, and ``kl_texts`` chunks for the KL."""
+    docs = text_documents(corpus, "validation")
     prompts = []
     for doc in docs:
         ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
@@ -47,17 +71,18 @@ def build_probe(corpus_cfg, tokenizer, n_texts: int, prompt_tokens: int, kl_text
     return LanguageProbe(prompts, chunks, torch.ones_like(chunks))
 
 
-def evaluate_language(model, tokenizer, probe: LanguageProbe, cfg, reference=None,
-                      mlm: tuple[Any, Any] | None = None) -> dict[str, float]:
+def evaluate_language(model, tokenizer, probe: LanguageProbe, settings: LanguageSettings = LanguageSettings(),
+                      reference=None, mlm: tuple[Any, Any] | None = None) -> dict[str, float]:
     """P, MLM (if an MLM is given), ppl under ``reference`` and KL(reference || model)."""
-    continuations = generate_continuations(model, tokenizer, probe.prompts, max_new_tokens=int(cfg.max_new_tokens),
-                                           batch_size=int(cfg.batch_size))
+    continuations = generate_continuations(model, tokenizer, probe.prompts,
+                                           max_new_tokens=int(settings.max_new_tokens),
+                                           batch_size=int(settings.batch_size))
     out: dict[str, float] = {
         "P": sum(word_entropy_perplexity(t) for t in continuations) / max(1, len(continuations)),
         "MLM": float("nan"),
     }
     if mlm is not None:
-        out["MLM"] = mlm_predictability(continuations, mlm[0], mlm[1], top_k=int(cfg.mlm_top_k))
+        out["MLM"] = mlm_predictability(continuations, mlm[0], mlm[1], top_k=int(settings.mlm_top_k))
     if reference is not None:
         texts = [p + c for p, c in zip(probe.prompts, continuations, strict=False)]
         out["ppl_ref"] = token_perplexity(reference, tokenizer, texts)

@@ -5,15 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from grafting.artifacts import model_fingerprint, write_json_atomic
-from grafting.data.modular import task_from_config
-from grafting.evaluation.language_eval import build_probe, evaluate_language, load_mlm
+from grafting.data.corpus import TextSource, text_source
+from grafting.data.modular import ModularAddition, task_from_config
+from grafting.evaluation.language_eval import (
+    LanguageSettings,
+    build_probe,
+    evaluate_language,
+    language_settings,
+    load_mlm,
+)
 from grafting.evaluation.task_eval import evaluate_task
 from grafting.metrics import language as language_metrics
 from grafting.metrics import task as task_metrics
@@ -22,58 +30,83 @@ from grafting.provenance import package_versions
 log = logging.getLogger(__name__)
 
 
-def eval_device(cfg) -> torch.device:
-    name = cfg.evaluation.get("device", "auto")
-    if name == "auto":
+@dataclass(frozen=True)
+class EvalSettings:
+    """How models are scored (the ``evaluation`` config node, less its switches for the stages)."""
+
+    task_points: int = 1000  # test problems, never trained on
+    batch_size: int = 128
+    max_new_tokens: int = 8
+    first_line_only: bool = True  # f_H / f_S / fact on the answer line
+    n_samples: int = 8  # raw outputs kept per model
+    device: str = "auto"
+    language: LanguageSettings = field(default_factory=LanguageSettings)
+
+
+def eval_settings(spec: EvalSettings | Mapping[str, Any]) -> EvalSettings:
+    """:class:`EvalSettings` from itself or from a mapping with the same keys (others are ignored)."""
+    if isinstance(spec, EvalSettings):
+        return spec
+    values = {f.name: spec[f.name] for f in fields(EvalSettings) if f.name in spec and f.name != "language"}
+    return EvalSettings(**values, language=language_settings(spec.get("language") or {}))
+
+
+def eval_device(device: str | Mapping[str, Any] = "auto") -> torch.device:
+    """``auto``: the GPU when there is one. A run config (a mapping) is read at ``evaluation.device``."""
+    if isinstance(device, Mapping):  # the transplant stage passes its whole config
+        device = device["evaluation"].get("device", "auto")
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return torch.device(device)
 
 
-def score_cache_path(cfg, model: torch.nn.Module, host_fingerprint: str | None, language: bool,
-                     device: torch.device, cache_dir: Path) -> Path:
+def score_cache_path(settings: EvalSettings, task: ModularAddition, corpus: TextSource, model: torch.nn.Module,
+                     host_fingerprint: str | None, language: bool, device: torch.device, cache_dir: Path) -> Path:
     """``<cache>/scores/<key>.json``: the key hashes the model's and the host's weights, every setting
     that shapes the scores (evaluation, task, corpus, device type) and the code that computes them
     (each metric family's ``SCORE_VERSION``, torch's and transformers' versions), so a hit is the same computation."""
-    settings = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("evaluation", "task", "corpus")}
-    settings["evaluation"].pop("cache", None)
+    settings_json = {"evaluation": asdict(settings), "task": asdict(task), "corpus": asdict(corpus)}
     versions = package_versions()
     code = {"task": task_metrics.SCORE_VERSION, "language": language_metrics.SCORE_VERSION if language else None,
             "torch": versions["torch"], "transformers": versions["transformers"]}
     payload = {"model": model_fingerprint(model), "host": host_fingerprint if language else None,
-               "language": language, "device": device.type, "code": code, **settings}
-    return cache_dir / "scores" / f"{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]}.json"
+               "language": language, "device": device.type, "code": code, **settings_json}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cache_dir / "scores" / f"{key}.json"
 
 
-def evaluate_models(cfg, models: dict[str, torch.nn.Module], tokenizer, host: torch.nn.Module,
-                    language: bool = True, cache_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.nn.Module,
+                    task: ModularAddition | Mapping[str, Any], corpus: TextSource | Mapping[str, Any] | None = None,
+                    settings: EvalSettings | Mapping[str, Any] = EvalSettings(), language: bool = True,
+                    cache_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """Task metrics on the test points and (optionally) language metrics for every model in ``models``.
 
-    With ``cache_dir``, a model whose weights were already scored under the same settings is read
-    back instead of re-evaluated (in a sweep, Tuned, Vanilla and Host repeat in every job).
+    Language metrics compare each model with ``host`` (ppl under it, KL to it) on held-out ``corpus``
+    texts. With ``cache_dir``, a model whose weights were already scored under the same settings is
+    read back instead of re-evaluated (in a sweep, Tuned, Vanilla and Host repeat in every job).
     """
-    device = eval_device(cfg)
-    ev = cfg.evaluation
-    task = task_from_config(cfg.task)
-    lang = ev.language
-    probe = build_probe(cfg.corpus, tokenizer, int(lang.n_texts), int(lang.prompt_tokens), int(lang.kl_texts),
+    settings, task, corpus = eval_settings(settings), task_from_config(task), text_source(corpus or TextSource())
+    device = eval_device(settings.device)
+    lang = settings.language
+    probe = build_probe(corpus, tokenizer, int(lang.n_texts), int(lang.prompt_tokens), int(lang.kl_texts),
                         int(lang.kl_seq_len)) if language else None
-    mlm = load_mlm(lang.get("mlm_model")) if language else None
+    mlm = load_mlm(lang.mlm_model) if language else None
     if mlm is not None:
         mlm[0].to(device)
     host.to(device)
     results: dict[str, dict[str, Any]] = {}
     host_fingerprint = model_fingerprint(host) if cache_dir and language else None  # once, not per model
     for name, model in models.items():
-        cached = score_cache_path(cfg, model, host_fingerprint, language, device, cache_dir) if cache_dir else None
+        cached = (score_cache_path(settings, task, corpus, model, host_fingerprint, language, device, cache_dir)
+                  if cache_dir else None)
         if cached is not None and cached.is_file():
             results[name] = json.loads(cached.read_text())
             log.info("%s: scores read from %s", name, cached)
             continue
         model.to(device).eval()
-        scores = evaluate_task(model, tokenizer, task, int(ev.task_points), int(ev.batch_size),
-                               int(ev.max_new_tokens), return_outputs=True,
-                               first_line_only=bool(ev.get("first_line_only", True)),
-                               n_samples=int(ev.get("n_samples", 8)))
+        scores = evaluate_task(model, tokenizer, task, int(settings.task_points), int(settings.batch_size),
+                               int(settings.max_new_tokens), return_outputs=True,
+                               first_line_only=bool(settings.first_line_only), n_samples=int(settings.n_samples))
         if probe is not None:
             scores.update(evaluate_language(model, tokenizer, probe, lang, reference=host, mlm=mlm))
         log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "samples"})

@@ -6,15 +6,7 @@ from typing import Any
 
 from grafting.data.modular import ModularAddition
 from grafting.generation import generate_continuations
-from grafting.metrics.task import score_task
-
-
-def answer_line(output: str) -> str:
-    """The answer to a ``Question: ...\nAnswer:`` prompt is the rest of that line: what follows a
-    newline is a new paragraph, not the answer (models that never emit EOS would otherwise be
-    scored on whatever text they ramble into)."""
-    # Only spaces are skipped: an answer that starts on a later line is not on the answer line.
-    return output.lstrip(" \t").split("\n", 1)[0]
+from grafting.metrics.task import answer_line, score_task
 
 
 def evaluate_task(model, tokenizer, task: ModularAddition, n_points: int = 1000, batch_size: int = 128,

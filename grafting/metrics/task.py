@@ -14,7 +14,7 @@ import functools
 import re
 
 # ModAdditionMetric is provided lazily by the module-level __getattr__ below.
-__all__ = ["ModAdditionMetric", "factual", "first_number", "format_hard", "format_soft", "score_task"]  # noqa: F822
+__all__ = ["ModAdditionMetric", "answer_line", "factual", "first_number", "format_hard", "format_soft", "score_task"]  # noqa: F822
 
 # Part of every score-cache key (grafting/evaluation/suite.py). Bump it by hand whenever a change here,
 # in grafting/evaluation/task_eval.py or in grafting/generation.py can change a task score, so that
@@ -23,6 +23,14 @@ SCORE_VERSION = 2
 
 _NUMBER = re.compile(r"-?[0-9]+")
 _HARD = re.compile(r"The result is -?[0-9]+")
+
+
+def answer_line(output: str) -> str:
+    """The answer to a ``Question: ...\nAnswer:`` prompt is the rest of that line: what follows a
+    newline is a new paragraph, not the answer (models that never emit EOS would otherwise be
+    scored on whatever text they ramble into)."""
+    # Only spaces are skipped: an answer that starts on a later line is not on the answer line.
+    return output.lstrip(" \t").split("\n", 1)[0]
 
 
 def first_number(text: str) -> int | None:

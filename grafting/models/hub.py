@@ -6,13 +6,8 @@ import os
 import socket
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from grafting.errors import ConfigError
-
-
-def _plain(spec: Any) -> dict:
-    return OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+from grafting.plain import plain_dict
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -43,14 +38,14 @@ def hub_model_available(spec: Any) -> bool:
     """True when a hub spec can be loaded: it is in the local HF cache, or the hub is reachable."""
     from huggingface_hub import try_to_load_from_cache
 
-    spec = _plain(spec)
+    spec = plain_dict(spec)
     cached = try_to_load_from_cache(spec["id"], "config.json", revision=spec.get("revision", "main"))
     return isinstance(cached, str) or hub_reachable()
 
 
 def check_available(spec: Any, key: str) -> None:
     """Fail fast, before any compute, when a hub model can be neither found locally nor downloaded."""
-    plain = _plain(spec)
+    plain = plain_dict(spec)
     if plain.get("source") == "hub" and not hub_model_available(plain):
         raise offline_error(f"{key}.id", plain["id"])
 

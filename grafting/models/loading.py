@@ -6,8 +6,9 @@ A model spec (``conf/host/*.yaml``, ``conf/donor/*.yaml``) has a ``source``:
 - ``local``: ``path`` to any folder holding a saved transformers causal LM and its tokenizer.
 - ``random``: ``arch`` (a transformers config as a dict) with random weights and the built-in
   tokenizer. The ``*-random`` presets use the real Pythia architectures; ``tiny-random`` is tiny.
-- ``tiny_pretrained``: ``arch`` pretrained on the built-in corpus with ``seed``, cached under a
-  key derived from the config (see :mod:`grafting.models.pretrained_tiny`).
+- ``tiny_pretrained``: ``arch`` pretrained on the built-in corpus with ``seed``: shipped with the
+  package or cached under a key derived from the config (see :mod:`grafting.models.pretrained_tiny`;
+  :func:`grafting.pretraining.ensure_pretrained` trains a missing one).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from grafting.errors import ConfigError
-from grafting.models.hub import _plain, hub_reachable, offline_error
+from grafting.models.hub import hub_reachable, offline_error
+from grafting.models.pretrained_tiny import load_pretrained
 from grafting.models.tokenizer import builtin_tokenizer
+from grafting.plain import plain_dict
 
 SOURCES = ("hub", "local", "random", "tiny_pretrained")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -82,7 +85,7 @@ def load_model(spec: Any, key: str = "host", cache_dir: str | Path | None = None
 
     The model is returned in eval mode; training code calls ``.train()`` on what it trains.
     """
-    spec = _plain(spec)
+    spec = plain_dict(spec)
     source = spec.get("source")
     if source == "hub":
         model, tokenizer = _from_hub(spec, f"{key}.id")
@@ -91,11 +94,8 @@ def load_model(spec: Any, key: str = "host", cache_dir: str | Path | None = None
     elif source == "random":
         tokenizer = builtin_tokenizer(int(spec.get("tokenizer_vocab", 4096)), cache_dir)
         model = build_random(spec["arch"], int(spec.get("seed", 0)), _dtype(spec, key))
-    elif source == "tiny_pretrained":
-        from grafting.models.pretrained_tiny import load_or_pretrain
-
-        with torch.random.fork_rng():  # pretraining on a cache miss must not move the caller's RNG
-            model, tokenizer = load_or_pretrain(spec, cache_dir=cache_dir)
+    elif source == "tiny_pretrained":  # shipped or cached: grafting.pretraining.ensure_pretrained trains it first
+        model, tokenizer = load_pretrained(spec, cache_dir, key)
     else:
         raise ConfigError(f"{key}.source", f"unknown source {source!r}; allowed: {', '.join(SOURCES)}.")
     if tokenizer.pad_token is None:

@@ -14,6 +14,8 @@ Three places a model can come from, tried in this order:
 2. **Cached** under ``<cache>/pretrained/<name>-<key>``, the key hashing the whole recipe.
 3. **Pretrained now** and cached (the larger hosts of the size ladder, other pair seeds).
 
+This module finds the weights (shipped or cached) and loads them; training a missing recipe is
+:mod:`grafting.pretraining` (called by the stages before any model is loaded).
 ``python train.py stage=pretrain stage.ship=true`` regenerates the shipped files (see the README).
 """
 
@@ -22,23 +24,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grafting.artifacts import atomic_dir, write_json_atomic
-from grafting.data.corpus import builtin_documents, builtin_fingerprint
-from grafting.data.datamodule import GraftingDataModule, split_texts
-from grafting.data.datasets import TextChunkDataset, pad_collate
+from grafting.data.corpus import builtin_fingerprint
+from grafting.errors import ConfigError
 from grafting.models import shipped
-from grafting.models.loading import build_random
-from grafting.models.tokenizer import builtin_tokenizer
-from grafting.modules.causal_lm import CausalLMModule, heldout_perplexity
 from grafting.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -72,85 +66,8 @@ def cache_path(spec: dict[str, Any], cache_dir: str | Path | None = None) -> Pat
     return root / "pretrained" / f"{spec.get('name', 'tiny')}-{cache_key(spec)}"
 
 
-def training_documents(part: str) -> list[str]:
-    """The training documents of ``part``: all; dedup = without near-duplicates; a / b = even / odd-indexed.
-
-    A near-duplicate repeats an earlier document's first 60 characters (lower-cased, whitespace
-    collapsed): the standard library repeats many docstrings (e.g. of overridden methods).
-    (A 3/4 subset was tried first: it overfits to held-out ppl 64 where the full corpus gives 56.)
-    """
-    if part not in DATA_PARTS:
-        from grafting.errors import ConfigError
-
-        raise ConfigError("data_part", f"unknown data part {part!r}; allowed: {', '.join(DATA_PARTS)}.")
-    docs = split_texts(list(builtin_documents()), "train")
-    if part == "dedup":
-        seen: set[str] = set()
-        kept = []
-        for doc in docs:
-            key = " ".join(doc.lower().split())[:60]
-            if key not in seen:
-                seen.add(key)
-                kept.append(doc)
-        return kept
-    return docs if part == "all" else docs[{"a": 0, "b": 1}[part]::2]
-
-
-def heldout_loader(tokenizer, seq_len: int, batch_size: int) -> DataLoader:
-    """The shared held-out split (every 20th document) in chunks of ``seq_len`` tokens, in order."""
-    val = TextChunkDataset(split_texts(list(builtin_documents()), "validation"), tokenizer, seq_len)
-    return DataLoader(val, batch_size=batch_size, collate_fn=pad_collate(tokenizer.pad_token_id))
-
-
-def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """Pretrain ``spec`` on its part of the built-in corpus, save it to its cache folder; return its report."""
-    r = recipe(spec)
-    cfg = r["pretrain"]
-    tokenizer = builtin_tokenizer(r["tokenizer_vocab"], cache_dir)
-    # Dropout regularises pretraining only (the corpus is small: ~10 epochs); the saved model has none.
-    dropout = float(cfg.get("dropout", 0.0))
-    model = build_random({**r["arch"], "hidden_dropout": dropout, "attention_dropout": dropout}
-                         if dropout else r["arch"], r["init_seed"])
-    seq_len, batch_size, val_batches = int(cfg["seq_len"]), int(cfg["batch_size"]), int(cfg.get("val_batches", 20))
-    train = TextChunkDataset(training_documents(r["data_part"]), tokenizer, seq_len)
-    data = GraftingDataModule(train, None, tokenizer.pad_token_id, batch_size, seed=r["data_seed"])
-    held_out = heldout_loader(tokenizer, seq_len, batch_size)
-    random_ppl = heldout_perplexity(model, held_out, max_batches=val_batches)
-
-    L.seed_everything(r["data_seed"], workers=True)  # dropout (none in the tiny arch) and nothing else
-    module = CausalLMModule(model.train(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.01)),
-                            warmup_steps=int(cfg["warmup_steps"]), max_steps=int(cfg["steps"]))
-    trainer = L.Trainer(max_steps=int(cfg["steps"]), accelerator=spec["pretrain"].get("accelerator", "auto"),
-                        devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=spec.get("progress_bar", False), enable_model_summary=False,
-                        limit_val_batches=0, gradient_clip_val=1.0)
-    start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=data.train_dataloader())
-    seconds = time.perf_counter() - start
-    model = module.model.eval().cpu()
-    if dropout:
-        model.config.hidden_dropout = model.config.attention_dropout = 0.0
-    ppl = heldout_perplexity(model, held_out, max_batches=val_batches)
-    report = {"name": spec.get("name"), "recipe": r, "train_seconds": round(seconds, 1),
-              "heldout_ppl": round(ppl, 2), "random_init_heldout_ppl": round(random_ppl, 2),
-              "train_chunks": len(train), "train_tokens_seen": int(cfg["steps"]) * batch_size * seq_len,
-              "corpus": builtin_fingerprint(), "threads": torch.get_num_threads(), "cache_key": cache_key(spec)}
-    log.info("pretrained %s: held-out ppl %.1f (random init %.1f) in %.0fs", spec.get("name"), ppl, random_ppl,
-             seconds)
-    final = cache_path(spec, cache_dir)
-    try:
-        with atomic_dir(final) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            write_json_atomic(tmp / "pretrain_report.json", report)
-    except Exception:
-        if not (final / "pretrain_report.json").is_file():  # a parallel job may have written it first
-            raise
-    return report
-
-
-def locate(spec: dict[str, Any], cache_dir: str | Path | None = None, train: bool = True) -> Path:
-    """The folder holding ``spec``'s weights: shipped, cached, or (``train``) pretrained now."""
+def locate(spec: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
+    """The folder holding ``spec``'s weights: shipped or cached. ``FileNotFoundError`` when neither exists."""
     name = spec.get("shipped")
     if name and shipped.matches(name, recipe(spec)):
         return shipped.verified_folder(name)
@@ -158,21 +75,23 @@ def locate(spec: dict[str, Any], cache_dir: str | Path | None = None, train: boo
         log.info("%s: the recipe differs from the shipped one, so the shipped weights are not used.", name)
     path = cache_path(spec, cache_dir)
     if not (path / "pretrain_report.json").is_file():
-        if not train:
-            raise FileNotFoundError(path)
-        log.info("no cached %s at %s: pretraining it now (once).", spec.get("name"), path)
-        pretrain(spec, cache_dir)
+        raise FileNotFoundError(path)
     return path
 
 
-def load_or_pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None):
-    """Load ``spec``'s model and tokenizer: shipped, else cached, else pretrained now and cached."""
-    path = locate(spec, cache_dir)
+def load_pretrained(spec: dict[str, Any], cache_dir: str | Path | None = None, key: str = "host"):
+    """Load ``spec``'s model and tokenizer, shipped or cached; ``key`` names the config node in errors."""
+    try:
+        path = locate(spec, cache_dir)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{key}.source", f"{spec.get('name', 'this tiny model')} is not pretrained yet (no "
+                                           f"{err}): grafting.pretraining.ensure_pretrained(spec) trains and "
+                                           "caches it; train.py does it before any model is loaded.") from err
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model.eval(), tokenizer
 
 
 def pretrain_report(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[str, Any]:
-    path = locate(spec, cache_dir, train=False) / "pretrain_report.json"
+    path = locate(spec, cache_dir) / "pretrain_report.json"
     return json.loads(path.read_text())

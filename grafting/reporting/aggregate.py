@@ -2,7 +2,7 @@
 
 Each job folder of a Hydra multirun holds ``results.json`` and ``.hydra/overrides.yaml``. Jobs
 whose overrides differ only in ``seed`` form one row; every metric becomes ``mean [low, high]``, a
-percentile-bootstrap 95% interval (``grafting.reporting.stats``, as in docs/RESULTS.md). The tables
+percentile-bootstrap 95% interval (``grafting.metrics.stats``, as in docs/RESULTS.md). The tables
 say which commit and package versions the jobs came from (``results.json``'s ``provenance``), and jobs
 made with different ones are not averaged unless asked (``allow_mixed``).
 """
@@ -20,8 +20,8 @@ import yaml
 
 from grafting.artifacts import read_results, write_json_atomic, write_text_atomic
 from grafting.errors import ConfigError
+from grafting.metrics.stats import bootstrap_interval, format_interval
 from grafting.provenance import code_identity
-from grafting.reporting.stats import bootstrap_interval, format_interval
 
 IGNORED_KEYS = ("seed", "paths.log_dir", "overwrite", "resume")  # and every hydra.* key
 
@@ -124,7 +124,7 @@ Summary = dict[str, dict[str, tuple[float, float, float, int]]]
 def summarise(records: list[dict[str, Any]]) -> Summary:
     """``{row: {metric: (mean, low, high, n)}}``: the mean over seeds and its 95% bootstrap interval.
 
-    The interval is ``grafting.reporting.stats.bootstrap_interval`` (docs/RESULTS.md uses the same);
+    The interval is ``grafting.metrics.stats.bootstrap_interval`` (docs/RESULTS.md uses the same);
     a single seed gives a zero-width interval. NaNs are skipped.
     """
     grouped: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -1,24 +1,17 @@
-"""Stages, chosen by ``stage.name``; a new stage is one module with ``run(cfg) -> dict`` plus one line here."""
+"""Stages, chosen by ``stage.name``; a new stage is one module with ``run(cfg) -> dict`` plus one line in
+:mod:`grafting.stages.registry`."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from grafting.errors import ConfigError
+from grafting.stages.registry import STAGES
 
-STAGES: dict[str, str] = {
-    "pretrain": "grafting.stages.pretrain",
-    "pretrain_mlm": "grafting.stages.pretrain_mlm",
-    "finetune": "grafting.stages.finetune",
-    "align": "grafting.stages.align",
-    "pipeline": "grafting.stages.pipeline",
-    "skillpack": "grafting.stages.skillpack",
-    "skillpack_continual": "grafting.stages.skillpack_continual",
-    "transplant": "grafting.stages.transplant",
-}
+__all__ = ["STAGES", "run"]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -34,4 +27,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from grafting.validation import validate_config
 
     validate_config(cfg)
+    if name not in ("pretrain", "pretrain_mlm"):  # those train (or ship) the models themselves
+        _ensure_pretrained(cfg)
     return importlib.import_module(STAGES[name]).run(cfg)
+
+
+def _ensure_pretrained(cfg: DictConfig) -> None:
+    """Pretrain (once, into the cache) any tiny preset the job loads, before the job seeds its RNGs.
+
+    Loading (grafting.models) only finds shipped or cached weights; training them is not its job.
+    """
+    from grafting.plain import plain
+    from grafting.pretraining import ensure_pretrained
+
+    source = cfg.get("transplant", {}).get("source") if "transplant" in cfg else None
+    specs = [cfg.get("host"), cfg.get("donor"), source]
+    for spec in (plain(s) for s in specs if OmegaConf.is_dict(s) or isinstance(s, dict)):
+        if spec.get("source") == "tiny_pretrained":
+            ensure_pretrained(spec, cfg.paths.cache_dir)

@@ -1,8 +1,7 @@
-"""evaluate.py: re-evaluate a finished run from its saved artifacts, or any saved model."""
+"""evaluate.py's job (not a train stage): re-evaluate a finished run from its saved artifacts, or any saved model."""
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -11,16 +10,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from grafting import surgery
-from grafting.artifacts import write_json_atomic, write_text_atomic
+from grafting.artifacts import RESULTS, write_json_atomic, write_text_atomic
 from grafting.errors import ConfigError
-from grafting.evaluation.suite import evaluate_models
 from grafting.evaluation.tables import pipeline_markdown
 from grafting.grafted import build_grafted, load_graft_
 from grafting.models.loading import load_model
+from grafting.plain import plain
+from grafting.pretraining import ensure_pretrained
 from grafting.provenance import provenance
-from grafting.run_context import RESULTS
-from grafting.stages.finetune import load_tuned_block
+from grafting.stages.common import evaluate
+from grafting.tuned_block import load_tuned_block, with_block
 from grafting.validation import validate_config
 
 log = logging.getLogger(__name__)
@@ -33,13 +32,19 @@ def _saved_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
+def _load(spec, key: str, cache_dir):
+    """``load_model``, pretraining a missing tiny preset first (another cache folder than the run's)."""
+    if spec.get("source") == "tiny_pretrained":
+        ensure_pretrained(plain(spec), cache_dir)
+    return load_model(spec, key, cache_dir)
+
+
 def rebuild_pipeline_models(run_cfg: DictConfig, run_dir: Path, cache_dir: str) -> tuple[dict[str, Any], Any, Any]:
     """Tuned, Grafted, Vanilla and Host models of a pipeline run, from its config and saved files."""
-    donor, tokenizer = load_model(run_cfg.donor, "donor", cache_dir)
-    host, _ = load_model(run_cfg.host, "host", cache_dir)
+    donor, tokenizer = _load(run_cfg.donor, "donor", cache_dir)
+    host, _ = _load(run_cfg.host, "host", cache_dir)
     layer, dest = int(run_cfg.graft.layer), int(run_cfg.graft.dest)
-    tuned = copy.deepcopy(donor)
-    surgery.get_blocks(tuned)[layer] = load_tuned_block(run_dir / "tuned_block", donor, layer)
+    tuned = with_block(donor, layer, load_tuned_block(run_dir / "tuned_block", donor, layer))
     grafted = build_grafted(host, donor, layer, dest, run_cfg.graft.translator)
     load_graft_(grafted, run_dir / "graft")
     return {"Tuned": tuned, "Grafted": grafted, "Vanilla": donor, "Host": host}, tokenizer, host
@@ -58,10 +63,6 @@ def _command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
 def apply_evaluation_overrides(run_cfg: DictConfig, cfg: DictConfig, overrides: list[str]) -> dict[str, dict]:
     """Set in ``run_cfg`` every ``evaluation.*`` key given on the command line (its value in ``cfg``).
 
@@ -72,11 +73,11 @@ def apply_evaluation_overrides(run_cfg: DictConfig, cfg: DictConfig, overrides: 
         key = item.split("=", 1)[0].lstrip("+")
         if "=" not in item or not (key == "evaluation" or key.startswith("evaluation.")):
             continue
-        old, new = _plain(OmegaConf.select(run_cfg, key, default=None)), OmegaConf.select(cfg, key, default=None)
+        old, new = plain(OmegaConf.select(run_cfg, key, default=None)), OmegaConf.select(cfg, key, default=None)
         with open_dict(run_cfg):
             OmegaConf.update(run_cfg, key, new, merge=False, force_add=True)
-        if _plain(new) != old:
-            changed[key] = {"run": old, "now": _plain(new)}
+        if plain(new) != old:
+            changed[key] = {"run": old, "now": plain(new)}
     return changed
 
 
@@ -115,19 +116,19 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
         else:
             log.info("evaluating with the run's own evaluation settings")
         models, tokenizer, host = rebuild_pipeline_models(run_cfg, run_dir, cfg.paths.cache_dir)
-        scores = evaluate_models(run_cfg, models, tokenizer, host=host)
+        scores = evaluate(run_cfg, models, tokenizer, host=host)
         evaluation = run_cfg.evaluation
     elif cfg.get("model_dir"):
         path = Path(cfg.model_dir)
         model, tokenizer = load_model({"source": "local", "path": str(path)}, "model")
-        host, _ = load_model(cfg.host, "host", cfg.paths.cache_dir)
-        scores = evaluate_models(cfg, {path.name: model, "Host": host}, tokenizer, host=host)
+        host, _ = _load(cfg.host, "host", cfg.paths.cache_dir)
+        scores = evaluate(cfg, {path.name: model, "Host": host}, tokenizer, host=host)
         run_dir, evaluation = None, cfg.evaluation
     else:
         raise ConfigError("run_dir", "give run_dir=<a train.py run directory> or model=<a saved model folder>.")
     markdown = pipeline_markdown(scores)
     print(markdown)
-    result: dict[str, Any] = {"models": scores, "evaluation": _plain(evaluation), "settings_changed": changed,
+    result: dict[str, Any] = {"models": scores, "evaluation": plain(evaluation), "settings_changed": changed,
                               "provenance": provenance()}
     if run_dir is not None and (run_dir / RESULTS).is_file():
         saved = json.loads((run_dir / RESULTS).read_text())["models"]

@@ -14,49 +14,44 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from grafting import surgery
-from grafting.evaluation.suite import evaluate_models
+from grafting import api, surgery
 from grafting.evaluation.tables import pipeline_markdown
-from grafting.grafted import build_grafted, save_graft, swap_donor_block_
+from grafting.plain import plain
 from grafting.run_context import RunContext
-from grafting.stages.align import align_graft, load_models
-from grafting.stages.finetune import finetune_or_resume
+from grafting.stages.common import align_from_config, evaluate, finetune_or_resume, load_pair
 
 
 def run(cfg) -> dict[str, Any]:
     ctx = RunContext.from_config(cfg)
     try:
-        donor, host, tokenizer = load_models(ctx)
+        donor, host, tokenizer = load_pair(ctx)
         layer, dest = int(cfg.graft.layer), int(cfg.graft.dest)
         tuned_model, tuned_block = finetune_or_resume(ctx, donor, tokenizer)
 
         # original: align around the vanilla block, then swap in the tuned one; direct: tuned from the start.
         start = tuned_block if cfg.graft.strategy == "direct" else None
-        grafted = build_grafted(host, donor, layer, dest, cfg.graft.translator, block=start)
-        history = align_graft(ctx, grafted, host, donor, tokenizer)
+        grafted = api.build_graft(host, donor, layer, dest, cfg.graft.translator, block=start)
+        history = align_from_config(ctx, grafted, host, donor, tokenizer)
         controls = {}
         if cfg.evaluation.get("controls", True):
             controls["VanillaGraft"] = copy.deepcopy(grafted)
             if cfg.graft.strategy == "direct":
-                swap_donor_block_(controls["VanillaGraft"], surgery.get_blocks(donor)[layer])
-            controls["IdentityGraft"] = build_grafted(host, donor, layer, dest, cfg.graft.translator,
-                                                      block=tuned_block)
+                api.swap_donor_block_(controls["VanillaGraft"], surgery.get_blocks(donor)[layer])
+            controls["IdentityGraft"] = api.build_graft(host, donor, layer, dest, cfg.graft.translator,
+                                                        block=tuned_block)
         if cfg.graft.strategy == "original":
-            swap_donor_block_(grafted, tuned_block)
-        save_graft(grafted, ctx.run_dir / "graft", {"graft": OmegaConf.to_container(cfg.graft, resolve=True)},
-                   overwrite=bool(cfg.get("overwrite", False) or cfg.get("resume", False)))
+            api.swap_donor_block_(grafted, tuned_block)
+        api.save_graft_with_manifest(grafted, ctx.run_dir / "graft", {"graft": plain(cfg.graft)},
+                                     overwrite=bool(cfg.get("overwrite", False) or cfg.get("resume", False)))
 
         models = {"Tuned": tuned_model, "Grafted": grafted, **controls, "Vanilla": donor, "Host": host}
         cache = ctx.cache_dir if cfg.evaluation.get("cache", False) else None
-        scores = evaluate_models(cfg, models, tokenizer, host=host, cache_dir=cache)
+        scores = evaluate(cfg, models, tokenizer, host=host, cache_dir=cache)
         markdown = pipeline_markdown(scores)
         print(markdown)
         for name, s in scores.items():
             ctx.log_metrics(s, prefix=f"{name}/")
-        results = {"stage": "pipeline", "models": scores, "align": history,
-                   "config": OmegaConf.to_container(cfg, resolve=True)}
+        results = {"stage": "pipeline", "models": scores, "align": history, "config": plain(cfg)}
         ctx.save_results(results, markdown)
         return results
     finally:

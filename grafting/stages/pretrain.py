@@ -10,10 +10,10 @@ import shlex
 import sys
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from grafting.models import shipped
-from grafting.models.pretrained_tiny import cache_path, pretrain, pretrain_report
+from grafting.models.pretrained_tiny import cache_path, pretrain_report
+from grafting.plain import plain_dict
+from grafting.pretraining import pretrain
 from grafting.run_context import RunContext
 
 
@@ -23,7 +23,7 @@ def run(cfg) -> dict[str, Any]:
     try:
         reports = {}
         for key in ("donor", "host"):
-            spec = OmegaConf.to_container(cfg[key], resolve=True)
+            spec = plain_dict(cfg[key])
             if spec["source"] != "tiny_pretrained":
                 continue
             spec["progress_bar"] = bool(cfg.trainer.get("enable_progress_bar", False))

@@ -6,17 +6,16 @@ import shlex
 import sys
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from grafting.models import shipped
-from grafting.models.tiny_mlm import pretrain_mlm
+from grafting.plain import plain_dict
+from grafting.pretraining.tiny_mlm import pretrain_mlm
 from grafting.run_context import RunContext
 
 
 def run(cfg) -> dict[str, Any]:
     ctx = RunContext.from_config(cfg)
     try:
-        recipe = OmegaConf.to_container(cfg.stage.recipe, resolve=True)
+        recipe = plain_dict(cfg.stage.recipe)
         out = ctx.run_dir / "tiny-mlm"
         report = pretrain_mlm(recipe, out, progress_bar=bool(cfg.trainer.get("enable_progress_bar", False)))
         if cfg.stage.get("ship", False):

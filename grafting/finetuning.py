@@ -1,0 +1,96 @@
+"""Fine-tune one donor block on the task (LoRA or the full block), or read a tuned block back."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grafting.artifacts import atomic_dir
+from grafting.data.datamodule import DataSpec, GraftingDataModule, build_datamodule, data_spec
+from grafting.data.modular import ModularAddition
+from grafting.errors import ArtifactError
+from grafting.modules.layer_finetune import LayerFinetuneModule
+from grafting.training import Fit, plain_fit
+from grafting.tuned_block import load_tuned_block, save_tuned_block, with_block
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The fine-tuning recipe (the ``finetune`` config node, less its ``cache`` switch)."""
+
+    method: str = "lora"  # lora | full
+    steps: int = 300
+    lr: float = 1e-3
+    batch_size: int = 32
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    weight_decay: float = 0.0
+
+
+def task_data(task: ModularAddition, tokenizer, batch_size: int, seed: int,
+              spec: DataSpec | None = None) -> GraftingDataModule:
+    """The task's training problems in batches of ``batch_size`` (``spec`` gives ``seq_len`` and workers)."""
+    return build_datamodule(data_spec(spec or DataSpec(), kind="mod", batch_size=batch_size), task, tokenizer,
+                            seed, with_val=False)
+
+
+def finetune_block(donor: torch.nn.Module, layer: int, data: Any, config: FinetuneConfig = FinetuneConfig(), *,
+                   fit: Fit = plain_fit, reseed: Callable[[], None] | None = None) -> LayerFinetuneModule:
+    """Train block ``layer`` of a copy of ``donor`` on ``data``; ``donor`` itself is left untouched.
+
+    ``reseed`` runs just before the module is built, so what ran before does not change its draws.
+    """
+    if reseed is not None:
+        reseed()
+    module = LayerFinetuneModule(donor, layer, config.method, lr=config.lr, lora_r=config.lora_r,
+                                 lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 weight_decay=config.weight_decay)
+    fit(module, data, "finetune", config.steps, limit_val_batches=0)
+    return module
+
+
+def finetune_or_resume(donor: torch.nn.Module, layer: int, data: Callable[[], Any], config: FinetuneConfig, *,
+                       folder: Path, cache: Path | None = None, resume: bool = False, overwrite: bool = False,
+                       write_cache: bool = True, manifest: dict[str, Any] | None = None, fit: Fit = plain_fit,
+                       reseed: Callable[[], None] | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(tuned model, tuned block)``, saved in ``folder``: read back or trained now.
+
+    Read back from ``folder`` with ``resume``, or from ``cache`` (a sweep of alignment ablations
+    fine-tunes each donor layer once per seed); else trained on ``data()`` and saved (also into
+    ``cache`` when ``write_cache``: one writer under DDP). ``manifest`` adds ``donor`` / ``finetune``.
+    """
+    if resume and (folder / "manifest.json").is_file():
+        source = folder
+    elif cache is not None and (cache / "manifest.json").is_file():
+        log.info("tuned block from the cache: %s", cache)
+        source = cache
+    else:
+        module = finetune_block(donor, layer, data(), config, fit=fit, reseed=reseed)
+        save_tuned_block(module.tuned_block(), folder, layer=module.layer, method=module.method, base=donor,
+                         overwrite=overwrite, **(manifest or {}))
+        if cache is not None and write_cache:
+            _copy_quietly(folder, cache)
+        return module.tuned_model(), module.tuned_block()
+    block = load_tuned_block(str(source), donor, layer)
+    if source != folder:
+        with atomic_dir(folder, overwrite=overwrite) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+    return with_block(donor, layer, block), block
+
+
+def _copy_quietly(source: Path, cached: Path) -> None:
+    """Put a freshly tuned block in the cache; another job of the sweep may have done it first."""
+    try:
+        with atomic_dir(cached) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+    except (ArtifactError, OSError) as err:  # a concurrent job cached it first (same key, same numbers)
+        log.warning("tuned block not cached at %s: %s", cached, err)

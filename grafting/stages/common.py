@@ -1,0 +1,115 @@
+"""What several stages read from the Hydra config, turned into the typed calls of :mod:`grafting.api`.
+
+Not a stage itself: stages import this module, never each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grafting import api
+from grafting.artifacts import model_fingerprint
+from grafting.data.corpus import text_source
+from grafting.data.datamodule import build_datamodule, data_spec
+from grafting.data.modular import task_from_config
+from grafting.errors import ConfigError
+from grafting.evaluation.suite import eval_settings
+from grafting.grafted import validate_graft
+from grafting.models.loading import load_model, same_tokenizer
+from grafting.plain import plain, plain_dict
+from grafting.provenance import package_versions
+from grafting.run_context import RunContext
+
+# Part of every tuned-block cache key. Bump it by hand whenever a change to the fine-tuning code
+# (grafting/finetuning.py, grafting/modules/layer_finetune.py, the task's datamodule, seeding) can change
+# the trained block, so that blocks trained by the old code are not read back from the cache.
+TUNED_BLOCK_VERSION = 1
+
+
+def finetune_config(cfg) -> api.FinetuneConfig:
+    """``cfg.finetune`` as a :class:`~grafting.finetuning.FinetuneConfig`."""
+    node = plain_dict(cfg.finetune)
+    return api.FinetuneConfig(**{f.name: node[f.name] for f in fields(api.FinetuneConfig) if f.name in node})
+
+
+def align_config(cfg) -> api.AlignConfig:
+    """``cfg.align`` and ``cfg.loss`` as an :class:`~grafting.alignment.AlignConfig`."""
+    al, loss = cfg.align, cfg.loss
+    return api.AlignConfig(
+        steps=int(al.steps), lr=float(al.lr), weight_decay=float(al.weight_decay),
+        val_check_interval=int(al.val_check_interval), limit_val_batches=int(al.limit_val_batches),
+        solver=str(al.get("solver", "adam")), init=str(al.get("init", "identity")),
+        lstsq_batches=int(al.get("lstsq_batches", 16)), loss=str(loss.kind), distance=str(loss.distance),
+        reading=str(loss.get("reading", "hidden")), temperature=float(loss.temperature))
+
+
+def load_pair(ctx: RunContext) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
+    """Donor, host and the shared tokenizer, with the graft spec validated before any training."""
+    cfg = ctx.cfg
+    donor, tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
+    host, host_tokenizer = load_model(cfg.host, "host", ctx.cache_dir)
+    if not same_tokenizer(tokenizer, host_tokenizer):
+        raise ConfigError("host", f"host {cfg.host.name!r} and donor {cfg.donor.name!r} use different tokenizers; "
+                                  "alignment compares the two models on the same tokens.")
+    validate_graft(host, donor, int(cfg.graft.layer), int(cfg.graft.dest))
+    return donor, host, tokenizer
+
+
+def finetune_or_resume(ctx: RunContext, donor, tokenizer) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(tuned model, tuned block)`` in ``<run>/tuned_block``: read back (``resume=true``, or the shared
+    cache with ``finetune.cache=true``) or fine-tuned now."""
+    cfg = ctx.cfg
+    config = finetune_config(cfg)
+
+    def data():
+        return api.task_data(task_from_config(cfg.task), tokenizer, config.batch_size, int(cfg.seed),
+                             data_spec(cfg.dataloader))
+
+    return api.finetune_or_resume(
+        donor, int(cfg.graft.layer), data, config, folder=ctx.run_dir / "tuned_block",
+        cache=tuned_block_cache_path(ctx, donor) if cfg.finetune.get("cache", False) else None,
+        resume=bool(cfg.get("resume", False)), overwrite=bool(cfg.get("overwrite", False)),
+        write_cache=ctx.is_global_zero, manifest={"donor": plain(cfg.donor), "finetune": plain(cfg.finetune)},
+        fit=ctx.fit, reseed=ctx.reseed)
+
+
+def tuned_block_cache_path(ctx: RunContext, donor) -> Path:
+    """``<cache>/tuned_blocks/<key>``: the key hashes the donor's weights, everything that shapes training
+    and the code that trains (``TUNED_BLOCK_VERSION``, torch's, transformers' and peft's versions)."""
+    cfg = ctx.cfg
+    versions = package_versions()
+    code = {"version": TUNED_BLOCK_VERSION, **{k: versions[k] for k in ("torch", "transformers", "peft")}}
+    payload = {"code": code, "donor": model_fingerprint(donor), "layer": int(cfg.graft.layer), "seed": int(cfg.seed),
+               "finetune": {k: v for k, v in plain_dict(cfg.finetune).items() if k != "cache"},
+               "task": plain(cfg.task), "trainer": _numerics(cfg)}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return ctx.cache_dir / "tuned_blocks" / key
+
+
+def _numerics(cfg) -> dict[str, Any]:
+    """The trainer settings that change the trained numbers (precision, accelerator)."""
+    trainer = cfg.get("trainer") or {}
+    return {k: str(trainer.get(k)) for k in ("precision", "accelerator") if k in trainer}
+
+
+def evaluate(cfg, models: dict[str, torch.nn.Module], tokenizer, host: torch.nn.Module, language: bool = True,
+             cache_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`grafting.api.evaluate` with the run's ``task``, ``corpus`` and ``evaluation`` settings."""
+    return api.evaluate(models, tokenizer, host, task_from_config(cfg.task), text_source(cfg.corpus),
+                        eval_settings(cfg.evaluation), language=language, cache_dir=cache_dir)
+
+
+def align_from_config(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[str, Any]:
+    """:func:`grafting.api.align` on ``cfg.dataloader`` with ``cfg.align`` / ``cfg.loss``; logs the history."""
+    cfg = ctx.cfg
+    data = build_datamodule(cfg.dataloader, cfg.task, tokenizer, int(cfg.seed))
+    history = api.align(grafted, host, donor, data, align_config(cfg), layer=int(cfg.graft.layer), fit=ctx.fit,
+                        reseed=ctx.reseed, save_dir=ctx.run_dir / "align", resume=bool(cfg.get("resume", False)))
+    ctx.log_metrics({f"{p}/{k}": v for p, h in history.items() for k, v in h.items()}, prefix="align/")
+    return history
