@@ -24,8 +24,6 @@ class Architecture:
     family: str
     blocks: str  # ModuleList of transformer blocks
     final_norm: str
-    embed: str
-    lm_head: str
     rotary: str | None  # model-level rotary embedding, None for learned positions
     lora_targets: tuple[str, ...]  # leaf Linear names inside a block, for peft
 
@@ -35,8 +33,6 @@ ARCHITECTURES: dict[str, Architecture] = {
         family="gpt_neox",
         blocks="gpt_neox.layers",
         final_norm="gpt_neox.final_layer_norm",
-        embed="gpt_neox.embed_in",
-        lm_head="embed_out",
         rotary="gpt_neox.rotary_emb",
         lora_targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
     ),
@@ -44,8 +40,6 @@ ARCHITECTURES: dict[str, Architecture] = {
         family="gpt2",
         blocks="transformer.h",
         final_norm="transformer.ln_f",
-        embed="transformer.wte",
-        lm_head="lm_head",
         rotary=None,
         lora_targets=("c_attn", "c_proj", "c_fc"),
     ),
@@ -53,8 +47,6 @@ ARCHITECTURES: dict[str, Architecture] = {
         family="llama",
         blocks="model.layers",
         final_norm="model.norm",
-        embed="model.embed_tokens",
-        lm_head="lm_head",
         rotary="model.rotary_emb",
         lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
     ),

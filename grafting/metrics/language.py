@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from grafting.generation import eval_mode, padding_side
+from grafting.metrics.divergence import kl_per_position, shifted_nll
 
 # Part of every score-cache key (grafting/evaluation/suite.py). Bump it by hand whenever a change here
 # or in grafting/evaluation/language_eval.py (probe texts, generation settings) can change a language
@@ -250,11 +250,10 @@ def token_perplexity(
                 max_length=max_length,
             ).to(device)
             ids, mask = enc["input_ids"], enc["attention_mask"]
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-            keep = mask[:, 1:].bool()
-            total_nll += nll[keep].double().sum().item()
-            total_tokens += int(keep.sum().item())
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            nll, tokens = shifted_nll(logits, ids.masked_fill(mask == 0, -100))
+            total_nll += nll
+            total_tokens += tokens
     if total_tokens == 0:
         return float("nan")
     return math.exp(total_nll / total_tokens)
@@ -286,11 +285,7 @@ def next_token_kl(
         dev_q = next(model_q.parameters()).device
         logits_p = model_p(input_ids=input_ids.to(dev_p), attention_mask=attention_mask.to(dev_p)).logits
         logits_q = model_q(input_ids=input_ids.to(dev_q), attention_mask=attention_mask.to(dev_q)).logits
-        if logits_p.shape[-1] != logits_q.shape[-1]:
-            raise ValueError(f"vocab sizes differ: {logits_p.shape[-1]} vs {logits_q.shape[-1]}")
-        log_p = logits_p.float().log_softmax(-1)
-        log_q = logits_q.float().to(dev_p).log_softmax(-1)
-        kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+        kl = kl_per_position(logits_p, logits_q)
         keep = attention_mask.to(dev_p).bool()
         if not keep.any():
             return float("nan")

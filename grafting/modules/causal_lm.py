@@ -7,9 +7,16 @@ import math
 import lightning as L
 import torch
 
+from grafting.metrics.divergence import shifted_nll
+
 
 def with_warmup_cosine(opt: torch.optim.Optimizer, warmup_steps: int, max_steps: int) -> dict:
-    """Lightning optimizer config: linear warm-up, then cosine decay to 10% of the peak rate, per step."""
+    """Lightning optimizer config: linear warm-up, then cosine decay to 10% of the peak rate, per step.
+
+    Not ``transformers.optimization.get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=0.1)``: its
+    warm-up starts at rate 0 (``step / warmup``), ours at ``1 / warmup`` (``(step + 1) / warmup``), so it
+    trains other weights than the shipped pair's recipe (and get_cosine_schedule_with_warmup decays to 0).
+    """
 
     def schedule(step: int) -> float:
         if step < warmup_steps:
@@ -59,12 +66,9 @@ def heldout_perplexity(model: torch.nn.Module, loader, max_batches: int | None =
         if max_batches is not None and i >= max_batches:
             break
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        labels = batch["labels"][:, 1:]
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        total_nll += nll.item()
-        total_tokens += int((labels != -100).sum())
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        nll, tokens = shifted_nll(logits, batch["labels"])
+        total_nll += nll
+        total_tokens += tokens
     model.train(was_training)
     return math.exp(total_nll / max(1, total_tokens))
