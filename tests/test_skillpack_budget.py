@@ -81,3 +81,9 @@ def test_lora_rank_for_budget() -> None:
     assert lora_rank_for_budget(999, values_per_rank=100, bytes_per_value=2) == 4
     assert lora_rank_for_budget(100, values_per_rank=100, bytes_per_value=2) == 0
     assert DEFAULT_BUDGETS == (0.01, 0.02, 0.03, 0.05, 0.10)
+
+
+def test_validation_lists_the_budget_families() -> None:
+    from grafting import validation
+
+    assert validation.BUDGET_METHODS == tuple(FAMILIES)

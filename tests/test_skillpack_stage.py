@@ -23,7 +23,8 @@ def test_skillpack_stage_smoke(tmp_path):
     # one thread: on a shared CI core, threaded BLAS on these tiny matrices mostly spins
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "train.py", "stage=skillpack", "debug=smoke", f"paths.log_dir={tmp_path}",
-           "skill.fuse=[copy]"]
+           "skill.fuse=[copy]", "skillpack.budget.fractions=[0.02,0.05]", "skillpack.budget.bitdelta_steps=5",
+           "skillpack.lora.lrs=[1e-3,1e-2]", "skill.n_val=8"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Storage vs quality" in proc.stdout and "router (top-1)" in proc.stdout
@@ -46,6 +47,20 @@ def test_skillpack_stage_smoke(tmp_path):
     assert (run_dir / "storage_vs_quality.png").stat().st_size > 1000
     assert len(json.loads((run_dir / "distilled" / "copy.json").read_text())["responses"]) == 32
     assert "Storage vs quality" in (run_dir / "results.md").read_text()
+    # equal budgets: every method at both budgets, each pack within its budget, saved and bound to the base
+    budgets = results["budgets"]["modadd"]
+    assert {(r["method"], r["budget"]) for r in budgets} == {
+        (m, b) for m in ("svd", "svd_quant", "graftllm", "graftllm_gptq", "magnitude", "dare", "bitdelta", "lora")
+        for b in (0.02, 0.05)}
+    for r in budgets:
+        assert r["bytes"] is None or r["pct_dense"] <= 100 * r["budget"], r
+    gptq = json.loads((run_dir / "packs" / "modadd" / "graftllm_gptq@5pct" / "manifest.json").read_text())
+    assert "gptq" in {m.get("quantizer") for m in gptq["modules"].values()}
+    bitdelta = json.loads((run_dir / "packs" / "modadd" / "bitdelta@5pct" / "manifest.json").read_text())
+    assert all(m.get("distilled") for m in bitdelta["modules"].values() if m["method"] == "bitdelta")
+    assert set(results["fusion"]["router_paraphrase_accuracy"]) == {"modadd", "copy"}
+    assert set(results["fusion"]["mergers_chosen_on_val"]["ties"]["params"]) == {"density", "lam"}
+    assert (run_dir / "budget_curves.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("override,key", [

@@ -29,6 +29,8 @@ class SkillTask(Protocol):
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]: ...
 
+    def router_prompts(self, split: str) -> list[str]: ...
+
 
 @dataclass(frozen=True)
 class OnSplit:
@@ -47,6 +49,9 @@ class OnSplit:
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
         return self.task.score(outputs, examples)
+
+    def router_prompts(self, split: str) -> list[str]:
+        return self.task.router_prompts(self.split_name if split == "test" else split)
 
 
 def mean(values: Sequence[float]) -> float:

@@ -102,3 +102,103 @@ def storage_figure(rows_by_task: Mapping[str, Sequence[Mapping[str, Any]]], path
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------------ equal byte budgets
+
+
+def _cell(gain: float, pct: float) -> str:
+    return "does not fit" if not math.isfinite(pct) else f"{_fmt(gain)} ({pct:.2f}%)"
+
+
+def budget_markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
+    """Methods × budgets; each cell is the % of the fine-tune's gain kept (and the pack's % of dense bytes)."""
+    budgets = sorted({r["budget"] for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cells = {(r["method"], r["budget"]): _cell(r["pct_gain"], r["pct_dense"]) for r in rows}
+    lines = [f"### {title}", "", "% of the full fine-tune's gain kept on test (pack bytes as % of the dense delta)",
+             "", "| method | " + " | ".join(f"{100 * b:g}%" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    lines += ["| " + m + " | " + " | ".join(cells.get((m, b), "") for b in budgets) + " |" for m in methods]
+    return "\n".join(lines) + "\n"
+
+
+def summarize_budgets(runs: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]]) -> list[dict[str, Any]]:
+    """Per (task, method, budget) over runs (seeds): mean and 95% bootstrap interval of the retained gain.
+
+    Args:
+        runs: one ``results["budgets"]`` per run (task -> rows of :func:`budget_row`).
+    """
+    from grafting.metrics.stats import bootstrap_interval
+
+    groups: dict[tuple[str, str, float], list[Mapping[str, Any]]] = {}
+    for run in runs:
+        for task, rows in run.items():
+            for r in rows:
+                groups.setdefault((task, r["method"], float(r["budget"])), []).append(r)
+    out = []
+    for (task, method, budget), rows in groups.items():
+        gain = bootstrap_interval([r["pct_gain"] for r in rows])
+        pct = [r["pct_dense"] for r in rows if r["pct_dense"] is not None and math.isfinite(r["pct_dense"])]
+        out.append({"task": task, "method": method, "budget": budget, "n": len(rows), "gain": gain,
+                    "pct_dense": sum(pct) / len(pct) if pct else float("nan"),
+                    "fits": sum(r["bytes"] is not None for r in rows)})
+    return out
+
+
+def summary_markdown(summary: Sequence[Mapping[str, Any]], task: str) -> str:
+    """Methods × budgets for one task: ``mean [low, high]`` of the retained gain over seeds (n seeds)."""
+    rows = [r for r in summary if r["task"] == task]
+    budgets = sorted({r["budget"] for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cell = {}
+    for r in rows:
+        mean, low, high = r["gain"]
+        cell[(r["method"], r["budget"])] = ("does not fit" if not r["fits"] else
+                                            f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}] (n={r['n']})")
+    lines = ["| method | " + " | ".join(f"{100 * b:g}%" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    lines += ["| " + m + " | " + " | ".join(cell.get((m, b), "") for b in budgets) + " |" for m in methods]
+    return "\n".join(lines) + "\n"
+
+
+def budget_figure(rows_by_task: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str) -> Path:
+    """One panel per task: % of the gain kept against the pack's % of dense bytes, one line per method.
+
+    Rows are :func:`budget_row` rows (one run) or :func:`summarize_budgets` rows (mean with an interval).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(rows_by_task)
+    n = max(1, len(tasks))
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 1.8, 4.0), dpi=110, squeeze=False)
+    handles: dict[str, Any] = {}
+    methods = list(dict.fromkeys(r["method"] for rows in rows_by_task.values() for r in rows))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    for ax, task in zip(axes[0], tasks, strict=False):
+        for method in methods:
+            pts = sorted((r for r in rows_by_task[task] if r["method"] == method), key=lambda r: r["budget"])
+            xs, ys, err = [], [], []
+            for r in pts:
+                gain = r["gain"] if "gain" in r else (r["pct_gain"],) * 3
+                if math.isfinite(r["pct_dense"]) and math.isfinite(gain[0]):
+                    xs.append(r["pct_dense"])
+                    ys.append(gain[0])
+                    err.append((gain[0] - gain[1], gain[2] - gain[0]))
+            if xs:
+                handles[method] = ax.errorbar(xs, ys, yerr=list(zip(*err, strict=True)), marker="o", ms=4, capsize=2,
+                                              color=colours[method], label=method)
+        ax.axhline(100, color="black", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel("pack bytes, % of the dense delta (log)")
+        ax.set_ylabel("% of the full fine-tune's gain kept (test)")
+        ax.set_title(task, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.legend(handles=list(handles.values()), loc="center right", fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1 - 1.7 / (4.6 * n + 1.8), 1))
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

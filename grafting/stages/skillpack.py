@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from grafting import surgery
+from grafting.data.skill_example import OnSplit, mean
 from grafting.data.skill_tasks import SkillTask
 from grafting.errors import ConfigError
 from grafting.evaluation.skill_eval import evaluate_routed, evaluate_skill, strip_outputs
@@ -26,12 +27,20 @@ from grafting.evaluation.suite import eval_device
 from grafting.models.loading import load_model
 from grafting.run_context import RunContext
 from grafting.skillpack.lora import lora_pack, rank_for_bytes
-from grafting.skillpack.merging import MERGERS
+from grafting.skillpack.merging import MERGERS, grid
 from grafting.skillpack.pack import SkillPack, model_fingerprint
 from grafting.skillpack.policy import POLICY_KEYS, ModuleAwareCompressor
-from grafting.skillpack.report import score_table, storage_figure, storage_markdown, storage_row
-from grafting.skillpack.router import train_router
+from grafting.skillpack.report import (
+    budget_figure,
+    budget_markdown,
+    score_table,
+    storage_figure,
+    storage_markdown,
+    storage_row,
+)
+from grafting.skillpack.router import prompt_features, train_router
 from grafting.stages.skill_learning import Distilled, learn_skill, train_target
+from grafting.stages.skillpack_budgets import budget_curves
 from grafting.stages.skillpack_common import (
     check_config,
     make_pack,
@@ -110,8 +119,18 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
     table["own pack (oracle)"] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=packs[n],
                                                     fingerprint=fingerprint, **ev)["score"] for n in names}
     deltas = [packs[n].decompress() for n in names]
+    val = {n: OnSplit(tasks[n], "val") for n in names}
+    val_ev = {**ev, "n_points": int(ctx.cfg.skill.n_val)}
+    chosen: dict[str, Any] = {}
     for merger, params in sp.fusion.mergers.items():
-        merged = _dense_pack(MERGERS[merger](deltas, **plain(params)))
+        # λ, TIES density and the DARE drop rate: the grid point with the best mean score on validation
+        trials = []
+        for point in grid(plain(params)):
+            merged = _dense_pack(MERGERS[merger](deltas, **point))
+            trials.append((mean([evaluate_skill(target, tokenizer, val[n], packs=merged, **val_ev)["score"]
+                                 for n in names]), point, merged))
+        best_val, point, merged = max(trials, key=lambda t: t[0])
+        chosen[merger] = {"params": point, "val_score": best_val, "grid": [(t[1], t[0]) for t in trials]}
         table[merger] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=merged, **ev)["score"] for n in names}
     rc = sp.fusion.router
     prompts = {n: [ex.prompt for ex in tasks[n].split("train")[: int(rc.n_train)]] for n in names}
@@ -121,7 +140,13 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
     routed = {n: evaluate_routed(target, tokenizer, tasks[n], router, packs, fingerprint=fingerprint, **ev)
               for n in names}
     table["router (top-1)"] = {n: r["score"] for n, r in routed.items()}
-    info = {"router_train": fit, "router_test_accuracy": {n: r["routed_to_own"] for n, r in routed.items()}}
+    # the router on instructions worded as in no training prompt, all ending in the same "Answer:"
+    paraphrased = {n: router.predict(prompt_features(target, tokenizer, tasks[n].router_prompts("test")[: ev["n_points"]]))
+                   for n in names}
+    info = {"router_train": fit, "router_test_accuracy": {n: r["routed_to_own"] for n, r in routed.items()},
+            "router_paraphrase_accuracy": {n: mean([float(router.names[i] == n) for i in paraphrased[n]])
+                                           for n in names},
+            "mergers_chosen_on_val": chosen}
     return table, info
 
 
@@ -140,7 +165,7 @@ def run(cfg) -> dict[str, Any]:
         ev = eval_kwargs(cfg)
         base = {n: strip_outputs(evaluate_skill(target, tokenizer, t, **ev)) for n, t in tasks.items()}
         results: dict[str, Any] = {"stage": "skillpack", "base_fingerprint": fingerprint, "base": base,
-                                   "full": {}, "source": {}, "storage": {}}
+                                   "full": {}, "source": {}, "storage": {}, "budgets": {}}
         markdown, default_packs = "", {}
         for name in names:
             data, module = learn_skill(ctx, tasks[name], source, source_tokenizer, target, tokenizer)
@@ -159,11 +184,18 @@ def run(cfg) -> dict[str, Any]:
                 full = strip_outputs(evaluate_skill(target, tokenizer, tasks[name], packs=_dense_pack(delta),
                                                     **ev))
             results["full"][name] = full
+            if sp.budget.fractions:
+                rows = budget_curves(ctx, target, tokenizer, tasks[name], module, data, fingerprint,
+                                     base[name]["score"], full["score"], ev)
+                results["budgets"][name] = rows
+                markdown += budget_markdown(rows, f"Retained gain at equal budgets: {name}") + "\n"
             del module
         title = f"target {cfg.host.name}, source {cfg.donor.name}"
         markdown = f"## SkillPacks: {title}\n\n" + markdown
         if sp.figure:
             storage_figure(results["storage"], ctx.run_dir / "storage_vs_quality.png", f"Storage vs quality ({title})")
+            if results["budgets"]:
+                budget_figure(results["budgets"], ctx.run_dir / "budget_curves.png", f"Equal budgets ({title})")
         if len(default_packs) > 1:
             table, info = fusion(ctx, target, tokenizer, tasks, default_packs, fingerprint,
                                  {n: base[n]["score"] for n in names})
@@ -171,6 +203,10 @@ def run(cfg) -> dict[str, Any]:
             results["fusion"] = {"scores": table, **info}
             markdown += "\n" + score_table(table, names, f"Fusion of {sp.default} packs: score per task")
             markdown += f"\nrouter test accuracy (share routed to the task's own pack): {info['router_test_accuracy']}\n"
+            markdown += ("router accuracy on held-out paraphrased instructions (shared 'Answer:' cue): "
+                         f"{info['router_paraphrase_accuracy']}\n")
+            markdown += "merger settings chosen on validation: " + ", ".join(
+                f"{m}: {c['params']}" for m, c in info["mergers_chosen_on_val"].items()) + "\n"
         if model_fingerprint(target) != fingerprint:  # packs must never leave a trace on the base
             raise RuntimeError("the base target changed during the run")
         results["config"] = OmegaConf.to_container(cfg, resolve=True)

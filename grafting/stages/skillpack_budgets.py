@@ -1,0 +1,131 @@
+"""Equal-budget curves for one skill, part of stage ``skillpack`` when ``skillpack.budget.fractions`` is set.
+
+For every method of ``skillpack.budget.methods`` and every budget (a fraction of the dense delta's
+bytes), :func:`grafting.skillpack.budget.choose_for_budget` picks the largest setting that fits; the
+pack is saved as ``packs/<task>/<method>@<pct>``, loaded back and scored on the test split. Data-aware
+methods use calibration text (the first ``calibration_texts`` distilled training pairs): GPTQ gets each
+layer's input Hessian on the tuned model, BitDelta fits its scales to the tuned model's logits. LoRA
+trains one adapter per budget at the largest rank that fits, with its learning rate chosen on the
+validation split (at the middle budget's rank).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+
+from grafting import surgery
+from grafting.data.skill_example import OnSplit, SkillTask
+from grafting.evaluation.skill_eval import evaluate_skill, strip_outputs
+from grafting.run_context import RunContext
+from grafting.skillpack.bitdelta import distill_scales
+from grafting.skillpack.budget import choose_for_budget, dense_bytes, lora_rank_for_budget
+from grafting.skillpack.calibration import collect_hessians, prompt_batches
+from grafting.skillpack.lora import lora_pack, lora_values_per_rank
+from grafting.skillpack.quant import resolve_dtype
+from grafting.skillpack.report import gain_kept
+from grafting.stages.skill_learning import Distilled, train_target
+from grafting.stages.skillpack_common import save_modules_as_pack
+
+log = logging.getLogger(__name__)
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:g}pct"
+
+
+def budget_row(task: str, method: str, fraction: float, level: Any, nbytes: int | None, disk: int | None,
+               dense: int, scores: dict[str, Any] | None, base: float, full: float) -> dict[str, Any]:
+    """One point of a curve; ``score`` and ``pct_gain`` are NaN when the method cannot fit the budget."""
+    score = float("nan") if scores is None else float(scores["score"])
+    return {"task": task, "method": method, "budget": fraction, "level": level, "bytes": nbytes,
+            "bytes_on_disk": disk, "pct_dense": float("nan") if nbytes is None else 100.0 * nbytes / dense,
+            "score": score, "pct_gain": gain_kept(score, base, full) if math.isfinite(score) else float("nan"),
+            **({k: v for k, v in scores.items() if k not in ("score", "samples")} if scores else {})}
+
+
+def budget_curves(ctx: RunContext, target: torch.nn.Module, tokenizer, task: SkillTask, module, data: Distilled,
+                  fingerprint: str, base: float, full: float, ev: dict[str, int]) -> list[dict[str, Any]]:
+    """Rows ``(method, budget) -> bytes, score, retained gain`` on the test split (see the module doc)."""
+    bc = ctx.cfg.skillpack.budget
+    fractions = [float(f) for f in bc.fractions]
+    methods = [str(m) for m in bc.methods]
+    delta = module.delta()
+    dense = dense_bytes(delta)
+    device = next(target.parameters()).device
+    n_cal = int(bc.calibration_texts)
+    texts = [p + r for p, r in zip(data.prompts[:n_cal], data.responses[:n_cal], strict=True)]
+    batches = prompt_batches(tokenizer, texts, int(ctx.cfg.skill.gen_batch_size))
+    tuned = module.tuned_model().to(device)
+    hessians = collect_hessians(tuned, batches) if any(m.endswith("gptq") for m in methods) else None
+    rows = []
+    for method in methods:
+        for fraction in fractions:
+            choice = choose_for_budget(delta, method, fraction, hessians if method.endswith("gptq") else None)
+            if choice.compressed is None:
+                rows.append(budget_row(task.name, method, fraction, None, None, None, dense, None, base, full))
+                continue
+            compressed, extra = choice.compressed, {}
+            if method == "bitdelta" and int(bc.bitdelta_steps) > 0:
+                compressed, extra = distill_scales(target, tuned, compressed, batches, steps=int(bc.bitdelta_steps),
+                                                   lr=float(bc.bitdelta_lr))
+            pack, disk, _ = save_modules_as_pack(
+                ctx, compressed, task.name, f"{method}@{_pct(fraction)}", fingerprint,
+                {"budget": fraction, "level": choice.level, "policy": choice.policy, **extra})
+            scores = strip_outputs(evaluate_skill(target, tokenizer, task, packs=pack, fingerprint=fingerprint, **ev))
+            rows.append(budget_row(task.name, method, fraction, choice.level, choice.nbytes, disk, dense, scores,
+                                   base, full))
+            log.info("%s %s @ %.0f%%: level %s, %d bytes, score %.3f", task.name, method, 100 * fraction,
+                     choice.level, choice.nbytes, scores["score"])
+    del tuned
+    if ctx.cfg.skillpack.lora.enabled:
+        rows += lora_curve(ctx, target, tokenizer, task, data, fingerprint, fractions, dense, base, full, ev)
+    return rows
+
+
+def lora_curve(ctx: RunContext, target: torch.nn.Module, tokenizer, task: SkillTask, data: Distilled,
+               fingerprint: str, fractions: list[float], dense: int, base: float, full: float,
+               ev: dict[str, int]) -> list[dict[str, Any]]:
+    """LoRA at the largest rank within each budget; its learning rate picked on validation once."""
+    lo = ctx.cfg.skillpack.lora
+    per_value = torch.tensor([], dtype=resolve_dtype(str(lo.dtype))).element_size()
+    per_rank = lora_values_per_rank(target, surgery.architecture(target).lora_targets)
+    ranks = {f: lora_rank_for_budget(int(f * dense), per_rank, per_value) for f in fractions}
+    steps = None if lo.get("steps") is None else int(lo.steps)
+
+    def train(rank: int, lr: float, phase: str):
+        return train_target(ctx, target, tokenizer, data, method="lora", lora_r=rank,
+                            lora_alpha=int(lo.alpha_over_r) * rank, lr=lr, steps=steps, phase=phase)
+
+    lrs = [float(x) for x in (lo.get("lrs") or [lo.lr])]
+    fitting = [f for f in fractions if ranks[f] > 0]
+    best_lr = lrs[0]
+    if len(lrs) > 1 and fitting:
+        mid = fitting[len(fitting) // 2]
+        val = OnSplit(task, "val")
+        val_ev = {**ev, "n_points": int(ctx.cfg.skill.n_val)}
+        chosen = {}
+        for lr in lrs:
+            model = train(ranks[mid], lr, f"lora_val_lr{lr:g}").tuned_model().to(next(target.parameters()).device)
+            chosen[lr] = evaluate_skill(model, tokenizer, val, **val_ev)["score"]
+            del model
+        best_lr = max(lrs, key=lambda lr: chosen[lr])
+        log.info("%s lora: validation score by lr %s -> lr %g", task.name, chosen, best_lr)
+    rows = []
+    for fraction in fractions:
+        rank = ranks[fraction]
+        if rank == 0:
+            rows.append(budget_row(task.name, "lora", fraction, None, None, None, dense, None, base, full))
+            continue
+        module = train(rank, best_lr, f"lora_{_pct(fraction)}")
+        modules = lora_pack(module.model, str(lo.dtype))
+        nbytes = sum(c.nbytes for c in modules.values())
+        pack, disk, _ = save_modules_as_pack(ctx, modules, task.name, f"lora@{_pct(fraction)}", fingerprint,
+                                             {"budget": fraction, "rank": rank, "lr": best_lr})
+        scores = strip_outputs(evaluate_skill(target, tokenizer, task, packs=pack, fingerprint=fingerprint, **ev))
+        rows.append(budget_row(task.name, "lora", fraction, {"rank": rank, "lr": best_lr}, nbytes, disk, dense,
+                               scores, base, full))
+    return rows
