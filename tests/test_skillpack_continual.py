@@ -11,6 +11,7 @@ from grafting.evaluation.skill_eval import evaluate_skill
 from grafting.run_context import RunContext
 from grafting.skillpack.delta import add_delta
 from grafting.stages import skillpack_continual
+from grafting.stages.skill_learning import skill_delta
 
 TINY = ["debug=smoke", "logger=none", "task.operand_max=20", "task.test_size=8", "skill.n_test=6",
         "skill.n_train=16", "skill.source_sft.n_train=16", "skill.source_sft.steps=2", "skill.target_sft.steps=2",
@@ -50,7 +51,7 @@ def test_a_leaky_base_is_caught(tmp_path, tokenizer, monkeypatch):
     def leaky(ctx, model, tokenizer, data, **kwargs):
         module = real(ctx, model, tokenizer, data, **kwargs)
         with torch.no_grad():
-            for k, v in add_delta(model.state_dict(), module.delta()).items():
+            for k, v in add_delta(model.state_dict(), skill_delta(module)).items():
                 model.state_dict()[k].copy_(v)
         return module
 

@@ -15,6 +15,7 @@ from grafting.skillpack.apply import applied
 from grafting.skillpack.compressors import decompress
 from grafting.skillpack.delta import add_delta
 from grafting.skillpack.lora import lora_pack, lora_values_per_rank, rank_for_bytes
+from grafting.stages.skill_learning import skill_delta
 
 
 def _batch(seed: int = 0, rows: int = 4, length: int = 10) -> dict[str, torch.Tensor]:
@@ -43,7 +44,7 @@ def test_full_delta_rebuilds_the_tuned_model_and_leaves_the_input_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     module = SkillPackTrainModule(model, method="full", lr=1e-2, warmup_steps=1, max_steps=3)
     _steps(module, [_batch(0), _batch(1)])
-    delta = module.delta()
+    delta = skill_delta(module)
     assert delta and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     rebuilt = add_delta(before, delta)
     for k, v in module.model.state_dict().items():

@@ -28,6 +28,7 @@ from grafting.generation import generate_continuations
 from grafting.modules.causal_lm import CausalLMModule
 from grafting.modules.skillpack_train import SkillPackTrainModule
 from grafting.run_context import RunContext
+from grafting.skillpack.delta import compute_delta
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,13 @@ def train_target(ctx: RunContext, target: nn.Module, tokenizer, data: Distilled,
     loader = _loader(dataset, collate, int(opt.batch_size), int(ctx.cfg.seed))
     _fit(ctx, module, loader, f"{phase}_{data.task}", steps)
     return module
+
+
+def skill_delta(module: SkillPackTrainModule) -> dict[str, torch.Tensor]:
+    """``θ* − θ`` (float32, CPU) for every weight the full fine-tune changed: what a SkillPack compresses."""
+    if module.method != "full":
+        raise ValueError("a skill delta needs method='full'; use grafting.skillpack.lora.lora_pack for LoRA")
+    return compute_delta(module.base_state, {k: v.detach().cpu() for k, v in module.model.state_dict().items()})
 
 
 def learn_skill(ctx: RunContext, task: SkillTask, source: nn.Module, source_tokenizer, target: nn.Module,

@@ -39,10 +39,11 @@ from grafting.skillpack.report import (
     storage_row,
 )
 from grafting.skillpack.router import prompt_features, train_router
-from grafting.stages.skill_learning import Distilled, learn_skill, train_target
+from grafting.stages.skill_learning import Distilled, learn_skill, skill_delta, train_target
 from grafting.stages.skillpack_budgets import budget_curves
 from grafting.stages.skillpack_common import (
     check_config,
+    eval_kwargs,
     make_pack,
     place_models,
     plain,
@@ -51,11 +52,6 @@ from grafting.stages.skillpack_common import (
 
 log = logging.getLogger(__name__)
 DENSE = "dense"
-
-
-def eval_kwargs(cfg) -> dict[str, int]:
-    return {"n_points": int(cfg.skill.n_test), "batch_size": int(cfg.skill.gen_batch_size),
-            "max_new_tokens": int(cfg.skill.max_new_tokens)}
 
 
 def _rel_error(pack: SkillPack, delta: Mapping[str, torch.Tensor]) -> float:
@@ -70,7 +66,7 @@ def storage_vs_quality(ctx: RunContext, target, tokenizer, task: SkillTask, modu
     """Every method's pack of ``task``'s delta (and LoRA at equal size): bytes and score, as table rows."""
     cfg, sp = ctx.cfg, ctx.cfg.skillpack
     ev = eval_kwargs(cfg)
-    delta = module.delta()
+    delta = skill_delta(module)
     packs, measured = {}, {}
     for method in sp.methods:
         packs[method], nbytes, _ = make_pack(ctx, delta, task.name, method, fingerprint)
@@ -179,7 +175,7 @@ def run(cfg) -> dict[str, Any]:
                                              f"Storage vs quality: {name}", metrics) + "\n"
                 default_packs[name] = packs[str(sp.default)]
             else:  # only the default pack, for fusion
-                delta = module.delta()
+                delta = skill_delta(module)
                 default_packs[name] = make_pack(ctx, delta, name, str(sp.default), fingerprint)[0]
                 full = strip_outputs(evaluate_skill(target, tokenizer, tasks[name], packs=_dense_pack(delta),
                                                     **ev))

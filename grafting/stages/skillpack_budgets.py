@@ -27,7 +27,7 @@ from grafting.skillpack.calibration import collect_hessians, prompt_batches
 from grafting.skillpack.lora import lora_pack, lora_values_per_rank
 from grafting.skillpack.quant import resolve_dtype
 from grafting.skillpack.report import gain_kept
-from grafting.stages.skill_learning import Distilled, train_target
+from grafting.stages.skill_learning import Distilled, skill_delta, train_target
 from grafting.stages.skillpack_common import save_modules_as_pack
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def budget_curves(ctx: RunContext, target: torch.nn.Module, tokenizer, task: Ski
     bc = ctx.cfg.skillpack.budget
     fractions = [float(f) for f in bc.fractions]
     methods = [str(m) for m in bc.methods]
-    delta = module.delta()
+    delta = skill_delta(module)
     dense = dense_bytes(delta)
     device = next(target.parameters()).device
     n_cal = int(bc.calibration_texts)

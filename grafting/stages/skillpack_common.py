@@ -23,6 +23,11 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def eval_kwargs(cfg) -> dict[str, int]:
+    return {"n_points": int(cfg.skill.n_test), "batch_size": int(cfg.skill.gen_batch_size),
+            "max_new_tokens": int(cfg.skill.max_new_tokens)}
+
+
 def place_models(device: torch.device, *models: torch.nn.Module) -> torch.device:
     """Moves every model to ``device`` (``evaluation.device``), where the stage trains, generates and scores."""
     for model in models:

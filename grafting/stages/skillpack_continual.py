@@ -23,9 +23,8 @@ from grafting.run_context import RunContext
 from grafting.skillpack.pack import SkillPack, model_fingerprint
 from grafting.skillpack.report import score_table
 from grafting.skillpack.router import train_router
-from grafting.stages.skill_learning import distill, train_source, train_target
-from grafting.stages.skillpack import eval_kwargs
-from grafting.stages.skillpack_common import check_config, make_pack, place_models
+from grafting.stages.skill_learning import distill, skill_delta, train_source, train_target
+from grafting.stages.skillpack_common import check_config, eval_kwargs, make_pack, place_models
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def continual(ctx: RunContext, target: torch.nn.Module, tokenizer, source: torch
         data = distill(ctx, tasks[name], train_source(ctx, source, source_tokenizer, tasks[name]), source_tokenizer,
                        target, tokenizer)
         module = train_target(ctx, target, tokenizer, data)  # always from the base: packs never interfere
-        packs[name], _, _ = make_pack(ctx, module.delta(), name, method, fingerprint)
+        packs[name], _, _ = make_pack(ctx, skill_delta(module), name, method, fingerprint)
         del module
         scored = {n: evaluate_skill(target, tokenizer, tasks[n], packs=packs[n], fingerprint=fingerprint, **ev)
                   for n in packs}
