@@ -45,6 +45,7 @@ from grafting.skillpack.pack import SkillPack
 from grafting.training import Fit, plain_fit
 from grafting.translators import AffineTranslator
 from grafting.transplant import (
+    candidate_modules,
     rank_modules,
     record_activations,
     recovery,
@@ -171,8 +172,10 @@ def transplant_sweep(source: torch.nn.Module, target: torch.nn.Module, prompts: 
 
     ``score(model)`` is the task score (e.g. accuracy); each row has ``score``, TIR and gap Recovery.
     """
-    ranked = rank_modules(score_modules(record_activations(source, list(prompts), tokenizer=tokenizer),
-                                        record_activations(target, list(prompts), tokenizer=tokenizer), scorer))
+    names = candidate_modules(source, target)  # matching leaf linears; no embeddings, norms or LM head
+    ranked = rank_modules(score_modules(record_activations(source, list(prompts), names=names, tokenizer=tokenizer),
+                                        record_activations(target, list(prompts), names=names, tokenizer=tokenizer),
+                                        scorer))
     acc_target, acc_source = score(target), score(source)
     rows = []
     for selection in selections:

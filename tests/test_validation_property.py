@@ -184,6 +184,9 @@ def _invalid(rule: v.Rule, cfg: DictConfig) -> st.SearchStrategy:
         s += [TEXT, st.integers(), _invalid(rule.item, cfg).map(lambda x: [x])]
         if rule.min_len:
             s.append(st.just([]))
+    elif isinstance(rule, v.OneOrList):  # one value or a non-empty list: a bad value alone or in a list
+        scalar = _invalid(rule.item, cfg).filter(lambda x: not isinstance(x, list))
+        s += [scalar, scalar.map(lambda x: [x]), st.just([])]
     elif isinstance(rule, v.Key):
         names = set(rule._names(cfg))
         s += [TEXT.filter(lambda x: x not in names), st.integers()]
