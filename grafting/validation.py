@@ -417,7 +417,7 @@ RULES: dict[str, Rule] = {
     "skill.tasks.*.val_size": POS, "skill.n_val": POS,
     "skillpack.budget.fractions": ListOf(Float(gt=0, le=1), min_len=0),
     "skillpack.budget.methods": ListOf(Choice(*BUDGET_METHODS), min_len=0),
-    "skillpack.budget.calibration_texts": POS, "skillpack.budget.bitdelta_steps": COUNT,
+    "skillpack.budget.calibration_texts": POS, "skillpack.budget.calibration_batch_size": POS, "skillpack.budget.bitdelta_steps": COUNT,
     "skillpack.budget.bitdelta_lr": LR, "skillpack.lora.lrs": ListOf(LR),
     "continual.tasks": ListOf(Key(node_key="skill.tasks")),
     # skillpack/default.yaml

@@ -26,3 +26,23 @@ def test_rows_table_and_figure(tmp_path):
     assert "| a | 0.500 | nan |" in score_table({"a": {"x": 0.5}}, ["x", "y"], "S")
     png = storage_figure({"task": rows}, tmp_path / "f.png", "title")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_budget_summary_means_intervals_and_misfits(tmp_path):
+    from grafting.skillpack.report import budget_figure, budget_markdown, summarize_budgets, summary_markdown
+
+    def row(method, budget, gain, nbytes):
+        return {"task": "reverse", "method": method, "budget": budget, "bytes": nbytes,
+                "pct_dense": float("nan") if nbytes is None else nbytes / 10, "pct_gain": gain}
+
+    runs = [{"reverse": [row("svd", 0.02, 80.0, 15), row("bitdelta", 0.02, float("nan"), None)]},
+            {"reverse": [row("svd", 0.02, 90.0, 15), row("bitdelta", 0.02, float("nan"), None)]}]
+    summary = {(r["method"], r["budget"]): r for r in summarize_budgets(runs)}
+    mean, low, high = summary[("svd", 0.02)]["gain"]
+    assert mean == 85.0 and 80.0 <= low <= mean <= high <= 90.0 and summary[("svd", 0.02)]["n"] == 2
+    assert summary[("bitdelta", 0.02)]["fits"] == 0
+    table = summary_markdown(list(summary.values()), "reverse")
+    assert "| svd | 85.0 [" in table and "| bitdelta | does not fit |" in table
+    assert "does not fit" in budget_markdown(runs[0]["reverse"], "t") and "80.0 (1.50%)" in budget_markdown(
+        runs[0]["reverse"], "t")
+    assert budget_figure({"reverse": list(summary.values())}, tmp_path / "f.png", "t").stat().st_size > 1000

@@ -33,13 +33,14 @@ def test_skillpack_stage_smoke(tmp_path):
     assert set(results["storage"]) == {"modadd", "copy"}
     methods = {r["method"].split(" ")[0]: r for r in results["storage"]["modadd"]}
     assert set(methods) == {"graftllm", "graftllm_small", "graftllm_maghead", "dense", "magnitude", "svd",
-                            "svd_quant", "bitdelta", "dare", "lora"}
+                            "svd_quant", "bitdelta", "dare"}  # with budgets on, LoRA is on the curves
     assert methods["dense"]["pct_dense"] == 100.0 and methods["graftllm"]["pct_dense"] < 20
     # every pack is on disk and bound to the fingerprint of the base target (host=tiny-random, rebuilt here)
     cfg = compose_config(["stage=skillpack", "debug=smoke"], tmp_path)
     fingerprint = model_fingerprint(load_model(cfg.host, "host", cfg.paths.cache_dir)[0])
     assert results["base_fingerprint"] == fingerprint
-    for task, method in [("modadd", "graftllm"), ("modadd", "lora"), ("modadd", "dense"), ("copy", "graftllm")]:
+    for task, method in [("modadd", "graftllm"), ("modadd", "lora@5pct"), ("modadd", "dense"),
+                         ("copy", "graftllm")]:
         manifest = json.loads((run_dir / "packs" / task / method / "manifest.json").read_text())
         assert manifest["base_fingerprint"] == fingerprint and manifest["metadata"]["task"] == task
     assert set(results["fusion"]["scores"]["router (top-1)"]) == {"modadd", "copy"}
@@ -76,3 +77,17 @@ def test_bad_skillpack_config_names_the_key(tmp_path, override, key):
     with pytest.raises(ConfigError) as err:
         check_config(cfg, [str(cfg.skill.task), "copy"])
     assert err.value.key == key
+
+
+@pytest.mark.parametrize("experiment", ["skillpack_budgets", "skillpack_hetero"])
+def test_issue15_experiments_compose_and_validate(tmp_path, experiment):
+    from grafting.validation import unchecked_keys, validate_config
+
+    cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    validate_config(cfg)
+    assert not unchecked_keys(cfg) and cfg.stage.name == "skillpack"
+    assert {str(cfg.skill.task), *map(str, cfg.skill.fuse)} == {"reverse", "copy", "sort"}
+    if experiment == "skillpack_budgets":
+        assert list(cfg.skillpack.budget.fractions) == [0.01, 0.02, 0.03, 0.05, 0.10]
+    else:  # another family and another tokenizer than the GPTNeoX target
+        assert cfg.donor.arch.model_type == "gpt2" and cfg.donor.tokenizer_vocab != cfg.host.get("tokenizer_vocab")

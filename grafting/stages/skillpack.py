@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,7 +80,7 @@ def storage_vs_quality(ctx: RunContext, target, tokenizer, task: SkillTask, modu
     dense_bytes = measured[DENSE][0]
     rows = [storage_row(m, b, dense_bytes, s["score"], base, full["score"], rel_error=e,
                         **{k: s[k] for k in metrics}) for m, (b, s, e) in measured.items()]
-    if sp.lora.enabled:
+    if sp.lora.enabled and not sp.budget.fractions:  # with budgets, LoRA is on the budget curves
         rows.append(lora_row(ctx, target, tokenizer, task, data, fingerprint, measured[sp.default][0],
                              dense_bytes, base, full["score"], metrics))
     return rows, packs, full
@@ -153,6 +154,7 @@ def run(cfg) -> dict[str, Any]:
     if DENSE not in sp.methods:
         raise ConfigError("skillpack.methods", "must include 'dense', the 100% reference of the bytes axis.")
     ctx = RunContext.from_config(cfg)
+    started = time.monotonic()
     try:
         target, tokenizer = load_model(cfg.host, "host", ctx.cache_dir)
         source, source_tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
@@ -206,6 +208,7 @@ def run(cfg) -> dict[str, Any]:
         if model_fingerprint(target) != fingerprint:  # packs must never leave a trace on the base
             raise RuntimeError("the base target changed during the run")
         results["config"] = OmegaConf.to_container(cfg, resolve=True)
+        results["wall_seconds"] = time.monotonic() - started
         print(markdown)
         ctx.log_metrics({f"{t}/{r['method']}": r["pct_gain"] for t, rows in results["storage"].items() for r in rows},
                         prefix="skillpack/pct_gain/")

@@ -58,7 +58,7 @@ def budget_curves(ctx: RunContext, target: torch.nn.Module, tokenizer, task: Ski
     device = next(target.parameters()).device
     n_cal = int(bc.calibration_texts)
     texts = [p + r for p, r in zip(data.prompts[:n_cal], data.responses[:n_cal], strict=True)]
-    batches = prompt_batches(tokenizer, texts, int(ctx.cfg.skill.gen_batch_size))
+    batches = prompt_batches(tokenizer, texts, int(bc.calibration_batch_size))
     tuned = module.tuned_model().to(device)
     hessians = collect_hessians(tuned, batches) if any(m.endswith("gptq") for m in methods) else None
     rows = []
@@ -103,15 +103,17 @@ def lora_curve(ctx: RunContext, target: torch.nn.Module, tokenizer, task: SkillT
     lrs = [float(x) for x in (lo.get("lrs") or [lo.lr])]
     fitting = [f for f in fractions if ranks[f] > 0]
     best_lr = lrs[0]
+    trained: dict[tuple[int, float], dict] = {}  # (rank, lr) -> LoRA factors, so the chosen run is reused
     if len(lrs) > 1 and fitting:
         mid = fitting[len(fitting) // 2]
         val = OnSplit(task, "val")
         val_ev = {**ev, "n_points": int(ctx.cfg.skill.n_val)}
         chosen = {}
         for lr in lrs:
-            model = train(ranks[mid], lr, f"lora_val_lr{lr:g}").tuned_model().to(next(target.parameters()).device)
-            chosen[lr] = evaluate_skill(model, tokenizer, val, **val_ev)["score"]
-            del model
+            module = train(ranks[mid], lr, f"lora_val_lr{lr:g}")
+            trained[(ranks[mid], lr)] = lora_pack(module.model, str(lo.dtype))
+            chosen[lr] = evaluate_skill(target, tokenizer, val, packs=trained[(ranks[mid], lr)], **val_ev)["score"]
+            del module
         best_lr = max(lrs, key=lambda lr: chosen[lr])
         log.info("%s lora: validation score by lr %s -> lr %g", task.name, chosen, best_lr)
     rows = []
@@ -120,8 +122,9 @@ def lora_curve(ctx: RunContext, target: torch.nn.Module, tokenizer, task: SkillT
         if rank == 0:
             rows.append(budget_row(task.name, "lora", fraction, None, None, None, dense, None, base, full))
             continue
-        module = train(rank, best_lr, f"lora_{_pct(fraction)}")
-        modules = lora_pack(module.model, str(lo.dtype))
+        modules = trained.get((rank, best_lr))
+        if modules is None:
+            modules = lora_pack(train(rank, best_lr, f"lora_{_pct(fraction)}").model, str(lo.dtype))
         nbytes = sum(c.nbytes for c in modules.values())
         pack, disk, _ = save_modules_as_pack(ctx, modules, task.name, f"lora@{_pct(fraction)}", fingerprint,
                                              {"budget": fraction, "rank": rank, "lr": best_lr})
