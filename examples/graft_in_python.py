@@ -1,6 +1,6 @@
 """Graft a fine-tuned block from Python, no Hydra config: a notebook session as a script.
 
-    python examples/graft_in_python.py            # smoke size: tiny random models, a few steps (seconds)
+    python examples/graft_in_python.py            # smoke size: tiny random models, a few steps (under a minute)
     python examples/graft_in_python.py --pair     # the shipped tiny pretrained pair, the project's recipe
 
 Each ``# %%`` cell is one step of the layer-grafting method (docs/METHODS.md §1), then a SkillPack
@@ -27,21 +27,21 @@ out = Path(tempfile.mkdtemp(prefix="graft-in-python-"))
 # %% Load a host and a donor (model specs are plain dicts; conf/model/*.yaml are the presets)
 if args.pair:
     host, donor, tokenizer = api.load_pair("tiny-host", "tiny-vanilla")
-    steps, layer = api.FinetuneConfig(), 2
+    ft, layer = api.FinetuneConfig(), 2
     align_cfg, points = api.AlignConfig(), 200
 else:
     arch = {"model_type": "gpt_neox", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
             "intermediate_size": 64, "vocab_size": 4096, "max_position_embeddings": 128, "rotary_pct": 0.25}
     host, donor, tokenizer = api.load_pair({"source": "random", "seed": 1, "arch": arch},
                                            {"source": "random", "seed": 0, "arch": arch})
-    steps, layer = api.FinetuneConfig(steps=4, batch_size=8), 1
+    ft, layer = api.FinetuneConfig(steps=4, batch_size=8), 1
     align_cfg = api.AlignConfig(steps=4, val_check_interval=2, limit_val_batches=1)
     points = 8
 task = api.ModularAddition(operand_max=20, test_size=16) if not args.pair else api.ModularAddition()
 
 # %% Fine-tune the donor's block `layer` on modular addition (LoRA)
-tuned = api.finetune_block(donor, layer, api.task_data(task, tokenizer, steps.batch_size, seed=0), steps)
-api.save_tuned_block(tuned.tuned_block(), out / "tuned_block", layer=layer, method=steps.method, base=donor)
+tuned = api.finetune_block(donor, layer, api.task_data(task, tokenizer, ft.batch_size, seed=0), ft)
+api.save_tuned_block(tuned.tuned_block(), out / "tuned_block", layer=layer, method=ft.method, base=donor)
 
 # %% Graft: host[:j] -> Pre-T -> donor block -> Post-T -> host[j+1:], translators start as the identity
 grafted = api.build_graft(host, donor, layer=layer, dest=layer)
