@@ -338,11 +338,11 @@ COMPRESSOR: dict[str, Rule] = {
 # The tiny transplant models' recipe (transplant.models; grafting.models.transplant_pair.PairRecipe).
 TRANSPLANT_MODELS: dict[str, Rule] = {
     **_under(["arch"], ARCH), "tokenizer_vocab": Int(min=MIN_VOCAB), "init_seed": SEED,
-    "known_fraction": Prob(), "task.n": Int(min=2), "task.operand_max": Int(min=2), "task.split_seed": SEED,
+    "known_fraction": Prob(), "task.n_keys": POS, "task.n_values": Int(min=2), "task.split_seed": SEED,
     "task.prompt_template": Str(), "task.answer_template": Str(),
-    **_under(["pretrain", "successor", "instruct"], {"steps": POS, "lr": LR, "warmup_steps": COUNT,
+    **_under(["pretrain", "successor", "fact_sft", "instruct"], {"steps": POS, "lr": LR, "warmup_steps": COUNT,
                                                       "weight_decay": DECAY, "fact_repeats": COUNT}),
-    "pretrain.batch_size": POS, "pretrain.seq_len": POS, "instruct.batch_size": POS, "instruct.word_examples": COUNT,
+    "pretrain.batch_size": POS, "pretrain.seq_len": POS, "fact_sft.batch_size": POS, "instruct.batch_size": POS, "instruct.word_examples": COUNT,
 }
 
 RULES: dict[str, Rule] = {

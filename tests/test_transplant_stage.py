@@ -12,6 +12,7 @@ import pytest
 from conftest import compose_config
 
 from grafting.errors import ConfigError
+from grafting.metrics.stats import bootstrap_interval
 from grafting.stages.transplant import FIGURE, check_config
 from grafting.transplant.report import (
     format_cell,
@@ -25,34 +26,63 @@ from grafting.transplant.report import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_transplant_smoke_end_to_end(tmp_path):
-    env = dict(os.environ, WANDB_MODE="disabled")
-    cmd = [sys.executable, "train.py", f"paths.log_dir={tmp_path}", "stage=transplant", "debug=smoke"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Recovery (f_H)" in proc.stdout and "TIR (f_H)" in proc.stdout
-    [found] = list(tmp_path.rglob("results.json"))
-    run_dir, results = found.parent, json.loads(found.read_text())
-    assert (run_dir / FIGURE).stat().st_size > 0 and (run_dir / "results.md").is_file()
-    assert (run_dir / "source" / "config.json").is_file()
+SMOKE_MODELS = ["transplant.models.arch.num_hidden_layers=2", "transplant.models.pretrain.steps=3",
+                "transplant.models.successor.steps=3", "transplant.models.instruct.steps=3",
+                "transplant.models.instruct.word_examples=8", "transplant.models.pretrain.fact_repeats=1",
+                "transplant.models.successor.fact_repeats=1", "transplant.models.task.n_keys=8",
+                "transplant.n_analysis_prompts=16", "transplant.eval_points=16", "transplant.k_list=[1,2,16]",
+                "transplant.control_seeds=[0,1]", "transplant.blend_alphas=[0.5]"]
 
+
+def _run(tmp_path, overrides: list[str]) -> tuple[Path, dict, str]:
+    env = dict(os.environ, WANDB_MODE="disabled", GRAFTING_CACHE_DIR=str(tmp_path / "cache"))
+    cmd = [sys.executable, "train.py", f"paths.log_dir={tmp_path}", "stage=transplant", "debug=smoke", *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [found] = list(tmp_path.rglob("results.json"))
+    return found.parent, json.loads(found.read_text()), proc.stdout
+
+
+def _check_rows(results: dict) -> None:
     ks = results["config"]["transplant"]["k_list"]
     seeds = results["config"]["transplant"]["control_seeds"]
-    rows = {(r["selection"], r["k"]): r for r in results["summary"]}
+    scorers = results["config"]["transplant"]["scorers"]
+    rows = {(r["selection"], r["scorer"], r["k"]): r for r in results["summary"]}
     n_candidates = results["meta"]["n_candidates"]
     for k in ks:
-        for selection in ("top", "random", "bottom"):
-            row = rows[(selection, k)]
+        for selection, scorer in [("random", None)] + [(s, c) for s in ("top", "bottom") for c in scorers]:
+            row = rows[(selection, scorer, k)]
             assert row["k_effective"] == min(k, n_candidates)  # capped, not an error
             for metric in ("tir", "recovery"):  # a number, or no number and the reason why
                 assert (row[metric]["mean"] is None) == (row[metric]["reason"] is not None)
-        assert rows[("random", k)]["seeds"] == seeds
-    assert rows[("all", n_candidates)]["k_effective"] == n_candidates
+        assert rows[("random", None, k)]["seeds"] == seeds
+    assert rows[("all", None, n_candidates)]["k_effective"] == n_candidates
     # Identical module sets give identical numbers: at K >= #candidates every selection is "all".
-    capped = [k for k in ks if k >= n_candidates]
-    for k in capped:
-        assert rows[("top", k)]["score"] == rows[("all", n_candidates)]["score"]
-    assert len(results["runs"]) == len(ks) * (2 + len(seeds)) + 1
+    for k in (k for k in ks if k >= n_candidates):
+        assert rows[("top", scorers[0], k)]["score"] == rows[("all", None, n_candidates)]["score"]
+    blends = results["config"]["transplant"]["blend_alphas"]
+    assert len(results["runs"]) == len(ks) * (2 * len(scorers) + len(seeds)) + 1 + len(blends)
+
+
+@pytest.mark.slow
+def test_transplant_pair_smoke_end_to_end(tmp_path):
+    """The default path: tiny Llama predecessor / successor trained for a few steps, every scorer."""
+    run_dir, results, stdout = _run(tmp_path, SMOKE_MODELS)
+    assert "Recovery (fact)" in stdout and "TIR (fact)" in stdout
+    assert (run_dir / FIGURE).stat().st_size > 0 and (run_dir / "results.md").is_file()
+    assert results["meta"]["n_candidates"] == 2 * 7  # llama: q, k, v, o, gate, up, down per block
+    _check_rows(results)
+
+
+def test_transplant_legacy_smoke_end_to_end(tmp_path):
+    """pair=null: the donor and its SFT copy (2-layer random GPTNeoX), one scorer."""
+    run_dir, results, stdout = _run(tmp_path, ["transplant.pair=null", "transplant.metric=f_H",
+                                               "transplant.scorers=[abs_diff]", "transplant.eval_points=16",
+                                               "transplant.k_list=[1,2,16]", "transplant.control_seeds=[0,1]",
+                                               "transplant.blend_alphas=[]", "transplant.n_analysis_prompts=8"])
+    assert "Recovery (f_H)" in stdout
+    assert (run_dir / "source" / "config.json").is_file()
+    _check_rows(results)
 
 
 def _records(target: dict, source: dict, top: dict, randoms: list[dict]) -> list[dict]:
@@ -72,9 +102,10 @@ def test_zero_gap_and_zero_target_are_reported_not_divided():
     recs = _records(target, source, _scores(0.5), [_scores(0.0), _scores(0.25)])
     rows = summary_rows(recs, "f_H")
     for row in rows:
-        assert row["recovery"] == {"mean": None, "std": None, "n": 0, "reason": "zero gap"}
+        assert row["recovery"] == {"mean": None, "std": None, "low": None, "high": None, "n": 0,
+                                   "reason": "zero gap"}
         assert row["tir"]["mean"] is None and row["tir"]["reason"] == "zero target"
-    md = sweep_markdown(rows, "f_H", target, source, {"n_candidates": 8, "ranked": ["a", "b"]})
+    md = sweep_markdown(rows, "f_H", target, source, {"n_candidates": 8, "ranked": {"abs_diff": ["a", "b"]}})
     assert "— (zero gap)" in md and "— (zero target)" in md
     assert "nan" not in md and "inf" not in md
 
@@ -89,8 +120,20 @@ def test_summary_means_over_seeds_and_defined_metrics():
     assert rnd["n_runs"] == 2 and rnd["seeds"] == [0, 1]
     assert rnd["recovery"]["mean"] == pytest.approx(0.25) and rnd["recovery"]["std"] == pytest.approx(0.3536, 1e-3)
     assert rows[("bottom", 4)]["recovery"]["mean"] == 0.0
-    assert top_vs_random(list(rows.values()), 1.0) == {"above": [4], "equal": [], "below": []}
+    assert top_vs_random(list(rows.values()), 1.0) == {"above": [4], "inside": [], "below": []}
     assert format_cell(rnd["recovery"]) == "0.250 ± 0.354"
+    low, high = bootstrap_interval([0.0, 0.5])[1:]  # the reference: the project's bootstrap
+    assert (rnd["recovery"]["low"], rnd["recovery"]["high"]) == pytest.approx((low, high), abs=1e-12)
+    assert format_cell(rnd["recovery"], interval=True) == f"0.250 [{low:.3f}, {high:.3f}]"
+
+
+def test_top_inside_or_below_the_random_interval_is_not_a_win():
+    target, source = _scores(0.2), _scores(1.0)
+    randoms = [_scores(v) for v in (0.3, 0.5, 0.4, 0.6, 0.5)]
+    for top, verdict in ((0.45, "inside"), (0.1, "below"), (0.9, "above")):
+        rows = summary_rows(_records(target, source, _scores(top), randoms), "fact")
+        got = top_vs_random(rows, 1.0)
+        assert got[verdict] == [4] and sum(len(v) for v in got.values()) == 1, (top, got)
 
 
 def test_summarize_keeps_partial_reasons():
@@ -100,12 +143,14 @@ def test_summarize_keeps_partial_reasons():
 
 
 @pytest.mark.parametrize("override,key", [("transplant.metric=acc", "transplant.metric"),
-                                          ("transplant.score=cosine", "transplant.score"),
+                                          ("transplant.blend_alphas=[2]", "transplant.blend_alphas"),
+                                          ("transplant.scorers=[cosine]", "transplant.scorers"),
+                                          ("transplant.pair=nope", "transplant.pair"),
                                           ("transplant.k_list=[0,2]", "transplant.k_list"),
                                           ("transplant.alphas=[1.5]", "transplant.alphas"),
                                           ("transplant.eval_points=5000", "transplant.eval_points"),
                                           ("transplant.source=nowhere", "transplant.source")])
 def test_bad_transplant_config_names_the_key(tmp_path, override, key):
-    cfg = compose_config(["stage=transplant", override], tmp_path)
+    cfg = compose_config(["stage=transplant", "transplant.pair=null", override], tmp_path)
     with pytest.raises(ConfigError, match=rf"\[{key}\]"):
         check_config(cfg)

@@ -1,11 +1,15 @@
 """Stage ``transplant``: training-free transplantation (seed 004) swept over K, with controls.
 
-Target = ``cfg.donor``. Source = ``transplant.source``: ``sft`` (the target after full-model SFT on the task,
-the offline default), ``host`` (``cfg.host``), a folder holding a saved model, or a model spec dict. The
-task workload runs through both; linear modules are ranked by the difference of their last-token mean
-|activation|; for every K and alpha the top-K, bottom-K, random-K (several seeds) and all modules are
-transplanted in turn (restored after each), and task score, TIR, Recovery and KL to the target on general
-text are measured.
+``transplant.pair`` picks the models. ``generation``: target = the tiny Llama predecessor, source = its
+successor (trained longer, on more data); ``instruct``: target = the same predecessor (the base), source =
+the base after SFT on a mix of tasks (see :mod:`grafting.models.transplant_pair`); the task is their fact
+table. ``pair: null`` keeps the earlier setup: target = ``cfg.donor``, source = ``transplant.source``
+(``sft``, ``host``, a folder or a model spec), task = ``cfg.task``.
+
+The task workload runs through both models; the linear modules are ranked by each scorer of
+``transplant.scorers``. For every K and alpha the top-K and bottom-K of each scorer, random-K (several
+seeds) and all modules are transplanted in turn (restored after each), then every module is blended at each
+``blend_alphas``; task score, TIR, Recovery and KL to the target on general text are measured.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from grafting.data.datamodule import build_datamodule, text_documents
 from grafting.data.datasets import TextChunkDataset
-from grafting.data.modular import task_from_config
+from grafting.data.key_facts import KeyFacts
+from grafting.data.modular import ModularAddition, task_from_config
 from grafting.errors import ConfigError
 from grafting.evaluation.suite import eval_device
 from grafting.evaluation.task_eval import evaluate_task
 from grafting.models.loading import load_model, same_tokenizer
+from grafting.models.transplant_pair import PairRecipe, fact_task, load_role
 from grafting.modules.causal_lm import CausalLMModule
 from grafting.run_context import RunContext
 from grafting.transplant import (
@@ -38,10 +44,15 @@ from grafting.transplant import (
     select,
     transplanted,
 )
-from grafting.transplant.report import TASK_KEYS, plot_sweep, record, summary_rows, sweep_markdown
+from grafting.transplant.figure import plot_sweep
+from grafting.transplant.paired import paired_l1
+from grafting.transplant.report import TASK_KEYS, record, scorer_verdicts, summary_rows, sweep_markdown
 
 log = logging.getLogger(__name__)
 FIGURE = "transplant_k.png"
+PAIRS = ("generation", "instruct")
+PAIR_SOURCES = {"generation": "successor", "instruct": "instruct"}
+ALL_SCORERS = ("l1", *SCORERS)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -49,28 +60,37 @@ def check_config(cfg: DictConfig) -> None:
     tp = cfg.transplant
     if tp.metric not in TASK_KEYS:
         raise ConfigError("transplant.metric", f"unknown metric {tp.metric!r}; allowed: {', '.join(TASK_KEYS)}.")
-    if tp.score not in SCORERS:
-        raise ConfigError("transplant.score", f"unknown scorer {tp.score!r}; allowed: {', '.join(sorted(SCORERS))}.")
+    scorers = list(tp.scorers)
+    if not scorers or any(s not in ALL_SCORERS for s in scorers):
+        raise ConfigError("transplant.scorers", f"must be a non-empty list of {', '.join(ALL_SCORERS)}; got {scorers}.")
+    if tp.pair is not None and tp.pair not in PAIRS:
+        raise ConfigError("transplant.pair", f"unknown pair {tp.pair!r}; allowed: {', '.join(PAIRS)} or null.")
     for key, minimum in (("k_list", 1), ("control_seeds", 0)):
         values = list(tp[key])
         if not values or any(not isinstance(v, int) or v < minimum for v in values):
             raise ConfigError(f"transplant.{key}", f"must be a non-empty list of ints >= {minimum}, got {values}.")
-    alphas = list(tp.alphas)
-    if not alphas or any(not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0 for a in alphas):
-        raise ConfigError("transplant.alphas", f"must be a non-empty list of numbers in [0, 1], got {alphas}.")
+    for key, allow_empty in (("alphas", False), ("blend_alphas", True)):
+        alphas = list(tp[key])
+        if (not alphas and not allow_empty) or any(not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0
+                                                   for a in alphas):
+            raise ConfigError(f"transplant.{key}", f"must be a list of numbers in [0, 1], got {alphas}.")
     for key in ("eval_points", "n_analysis_prompts", "kl_texts", "kl_seq_len"):
         if int(tp[key]) < 1:
             raise ConfigError(f"transplant.{key}", f"must be >= 1, got {tp[key]}.")
-    if int(tp.eval_points) > int(cfg.task.test_size):
-        raise ConfigError("transplant.eval_points", f"{tp.eval_points} exceeds the {cfg.task.test_size} test points "
-                                                    "(task.test_size).")
+    points = int(tp.models.task.n_keys) if tp.pair else int(cfg.task.test_size)
+    if int(tp.eval_points) > points:
+        raise ConfigError("transplant.eval_points", f"{tp.eval_points} exceeds the task's {points} test points.")
     if int(tp.generate_steps) < 0:
         raise ConfigError("transplant.generate_steps", f"must be >= 0, got {tp.generate_steps}.")
     src = tp.source
-    if isinstance(src, str) and src not in ("sft", "host") and not Path(src).is_dir():
+    if tp.pair is None and isinstance(src, str) and src not in ("sft", "host") and not Path(src).is_dir():
         raise ConfigError("transplant.source", f"{src!r} is neither 'sft', 'host', a model spec nor a folder.")
-    if src == "sft" and int(tp.source_sft_steps) < 1:
+    if tp.pair is None and src == "sft" and int(tp.source_sft_steps) < 1:
         raise ConfigError("transplant.source_sft_steps", f"must be >= 1, got {tp.source_sft_steps}.")
+
+
+def recipe_from_config(cfg: DictConfig) -> PairRecipe:
+    return PairRecipe.from_dict(OmegaConf.to_container(cfg.transplant.models, resolve=True))
 
 
 def sft_source(ctx: RunContext, target: torch.nn.Module, tokenizer) -> torch.nn.Module:
@@ -88,7 +108,7 @@ def sft_source(ctx: RunContext, target: torch.nn.Module, tokenizer) -> torch.nn.
 
 
 def load_source(ctx: RunContext, target: torch.nn.Module, tokenizer) -> tuple[torch.nn.Module, str]:
-    """The source model and a one-line description of where it came from."""
+    """The source model of ``pair: null`` and a one-line description of where it came from."""
     cfg, src = ctx.cfg, ctx.cfg.transplant.source
     if src == "sft":
         model = sft_source(ctx, target, tokenizer)
@@ -108,6 +128,25 @@ def load_source(ctx: RunContext, target: torch.nn.Module, tokenizer) -> tuple[to
         raise ConfigError("transplant.source", "source and target use different tokenizers; the task workload "
                                                "must be the same tokens in both.")
     return model, desc
+
+
+def load_models(ctx: RunContext) -> dict[str, Any]:
+    """Target, source, tokenizer, task and descriptions for ``transplant.pair`` (or the ``pair: null`` setup)."""
+    cfg, pair = ctx.cfg, ctx.cfg.transplant.pair
+    if pair is None:
+        target, tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
+        source, source_desc = load_source(ctx, target, tokenizer)
+        return {"target": target, "source": source, "tokenizer": tokenizer, "task": task_from_config(cfg.task),
+                "target_desc": cfg.donor.name, "source_desc": source_desc}
+    recipe = recipe_from_config(cfg)
+    target, tokenizer = load_role(recipe, "predecessor", ctx.cache_dir)
+    role = PAIR_SOURCES[pair]
+    source, _ = load_role(recipe, role, ctx.cache_dir)
+    descs = {"successor": "successor (the predecessor trained longer, on the corpus and every fact)",
+             "instruct": "instruct (the base after SFT on facts + word reversal + word copying)"}
+    return {"target": target, "source": source, "tokenizer": tokenizer, "task": fact_task(recipe),
+            "target_desc": f"predecessor / base (knows {recipe.known_fraction:.0%} of the facts)",
+            "source_desc": descs[role]}
 
 
 def kl_chunks(cfg: DictConfig, tokenizer) -> torch.Tensor:
@@ -130,15 +169,15 @@ def mean_kl(reference: torch.nn.Module, model: torch.nn.Module, chunks: torch.Te
 class Sweep:
     """Evaluates transplanted variants of the target, memoised on (module set, alpha).
 
-    Memoising makes K >= #candidates (top = bottom = random = all) and repeated random draws free, and
-    guarantees identical conditions report identical numbers.
+    Memoising makes K >= #candidates (top = bottom = random = all) and repeated draws free, and guarantees
+    identical conditions report identical numbers.
     """
 
-    def __init__(self, cfg: DictConfig, target, source, reference, tokenizer, chunks: torch.Tensor):
-        self.cfg, self.tp = cfg, cfg.transplant
+    def __init__(self, tp: DictConfig, task: ModularAddition | KeyFacts, target, source, reference, tokenizer,
+                 chunks: torch.Tensor):
+        self.tp, self.task = tp, task
         self.target, self.source, self.reference = target, source, reference
         self.tokenizer, self.chunks = tokenizer, chunks
-        self.task = task_from_config(cfg.task)
         self._cache: dict[tuple[frozenset[str], float], tuple[dict[str, float], float]] = {}
 
     def task_scores(self, model) -> dict[str, float]:
@@ -162,40 +201,66 @@ class Sweep:
         return len(self._cache)
 
 
-def analyse(cfg: DictConfig, target, source, tokenizer) -> dict[str, Any]:
-    """Record both models on the task workload, score and rank the candidate modules."""
-    tp = cfg.transplant
+def analyse(tp: DictConfig, task: ModularAddition | KeyFacts, target, source, tokenizer) -> dict[str, Any]:
+    """Record both models on the task workload; score and rank the candidate modules with every scorer."""
     names = candidate_modules(source, target)
-    prompts = [ex.prompt for ex in task_from_config(cfg.task).split("train")[: int(tp.n_analysis_prompts)]]
-    kw = dict(names=names, tokenizer=tokenizer, batch_size=int(tp.analysis_batch_size),
-              generate_steps=int(tp.generate_steps))
-    acts = {"source": record_activations(source, prompts, **kw), "target": record_activations(target, prompts, **kw)}
-    scores = score_modules(acts["source"], acts["target"], method=tp.score)
-    return {"candidates": names, "activations": acts, "module_scores": scores, "ranked": rank_modules(scores),
-            "n_prompts": len(prompts)}
+    examples = task.split("train")[: int(tp.n_analysis_prompts)]
+    prompts = [ex.prompt for ex in examples]
+    batch = int(tp.analysis_batch_size)
+    module_scores, acts = {}, {}
+    if any(s != "l1" for s in tp.scorers):
+        kw = dict(names=names, tokenizer=tokenizer, batch_size=batch, generate_steps=int(tp.generate_steps))
+        acts = {"source": record_activations(source, prompts, **kw),
+                "target": record_activations(target, prompts, **kw)}
+    for scorer in tp.scorers:
+        if scorer == "l1":  # teacher-forced on prompt + answer: the prompt's last token and every answer step
+            answer_tokens = min(len(tokenizer(ex.completion, add_special_tokens=False)["input_ids"])
+                                for ex in examples)
+            module_scores[scorer] = paired_l1(source, target, [ex.prompt + ex.completion for ex in examples],
+                                              names=names, tokenizer=tokenizer, batch_size=batch,
+                                              positions=answer_tokens + 1)
+        else:
+            module_scores[scorer] = score_modules(acts["source"], acts["target"], method=scorer)
+    return {"candidates": names, "activations": acts, "module_scores": module_scores,
+            "ranked": {s: rank_modules(v) for s, v in module_scores.items()}, "n_prompts": len(prompts)}
 
 
-def run_sweep(sweep: Sweep, ranked: list[str], target_scores: dict, source_scores: dict) -> list[dict]:
-    """Every (alpha, K, selection[, seed]) condition, as report records."""
+def run_sweep(sweep: Sweep, ranked: dict[str, list[str]], target_scores: dict, source_scores: dict) -> list[dict]:
+    """Every (alpha, K, selection[, scorer][, seed]) condition, then the blends, as report records."""
     tp = sweep.tp
+    any_ranking = next(iter(ranked.values()))
     records = []
 
-    def add(selection: str, k: int, alpha: float, seed: int | None) -> None:
-        names = select(selection, ranked, k, seed=seed, strict=False)
+    def add(selection: str, k: int, alpha: float, seed: int | None = None, scorer: str | None = None) -> None:
+        rule = "all" if selection == "blend" else selection  # a blend is every module at strength alpha
+        names = select(rule, ranked[scorer] if scorer else any_ranking, k, seed=seed, strict=False)
         scores, kl = sweep.evaluate(names, alpha)
         records.append(record(selection, k, len(names), alpha, seed, names, scores, kl, target_scores,
-                              source_scores))
-        log.info("alpha=%s K=%s %s%s: %s, KL %.4f", alpha, k, selection, "" if seed is None else f"[{seed}]",
-                 scores, kl)
+                              source_scores, scorer))
+        log.info("alpha=%s K=%s %s%s%s: %s, KL %.4f", alpha, k, selection, f" {scorer}" if scorer else "",
+                 "" if seed is None else f"[{seed}]", scores, kl)
 
     for alpha in (float(a) for a in tp.alphas):
         for k in (int(k) for k in tp.k_list):
-            add("top", k, alpha, None)
+            for scorer in ranked:
+                add("top", k, alpha, scorer=scorer)
             for seed in tp.control_seeds:
                 add("random", k, alpha, int(seed))
-            add("bottom", k, alpha, None)
-        add("all", len(ranked), alpha, None)
+            for scorer in ranked:
+                add("bottom", k, alpha, scorer=scorer)
+        add("all", len(any_ranking), alpha)
+    for alpha in (float(a) for a in tp.blend_alphas):
+        add("blend", len(any_ranking), alpha)
     return records
+
+
+def command_line() -> str | None:
+    """The ``train.py`` command of this job (its Hydra overrides), for the report; None outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return " ".join(["python train.py", *HydraConfig.get().overrides.task])
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -204,22 +269,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         tp, timings = cfg.transplant, {}
         start = time.perf_counter()
-        target, tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
-        timings["target_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        source, source_desc = load_source(ctx, target, tokenizer)
+        models = load_models(ctx)
+        target, source, tokenizer, task = models["target"], models["source"], models["tokenizer"], models["task"]
         device = eval_device(cfg)
         target.to(device).eval()
         source.to(device).eval()
         reference = copy.deepcopy(target)  # untouched copy: the target itself is modified during transplants
-        timings["source_s"] = time.perf_counter() - start  # includes SFT
+        timings["models_s"] = time.perf_counter() - start  # includes training on a cache miss
 
         start = time.perf_counter()
-        analysis = analyse(cfg, target, source, tokenizer)
+        analysis = analyse(tp, task, target, source, tokenizer)
         timings["analysis_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        sweep = Sweep(cfg, target, source, reference, tokenizer, kl_chunks(cfg, tokenizer))
+        sweep = Sweep(tp, task, target, source, reference, tokenizer, kl_chunks(cfg, tokenizer))
         target_scores, source_scores = sweep.task_scores(target), sweep.task_scores(source)
         print(f"target {target_scores}\nsource {source_scores}", flush=True)
         records = run_sweep(sweep, analysis["ranked"], target_scores, source_scores)
@@ -227,17 +290,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         timings["evaluations"] = sweep.n_evaluations + 2  # + target and source
 
         rows = summary_rows(records, tp.metric)
-        meta = {"source": source_desc, "target": cfg.donor.name, "n_candidates": len(analysis["candidates"]),
-                "score": tp.score, "eval_points": int(tp.eval_points), "ranked": analysis["ranked"]}
+        n_candidates = len(analysis["candidates"])
+        meta = {"pair": tp.pair, "source": models["source_desc"], "target": models["target_desc"],
+                "n_candidates": n_candidates, "scorers": list(tp.scorers), "eval_points": int(tp.eval_points),
+                "ranked": analysis["ranked"], "command": command_line()}
         markdown = sweep_markdown(rows, tp.metric, target_scores, source_scores, meta)
         print(markdown, flush=True)
-        figure = plot_sweep(rows, tp.metric, target_scores, source_scores, ctx.run_dir / FIGURE)
+        alpha = float(tp.alphas[-1])
+        figure = plot_sweep(rows, tp.metric, ctx.run_dir / FIGURE, title=f"pair: {tp.pair or 'donor/source'}",
+                            alpha=alpha)
         for row in rows:
-            prefix = f"a{row['alpha']}/{row['selection']}/k{row['k']}/"
+            prefix = f"a{row['alpha']}/{row['selection']}{'-' + row['scorer'] if row['scorer'] else ''}/k{row['k']}/"
             ctx.log_metrics({f"{prefix}{c}": row[c]["mean"] for c in ("score", "tir", "recovery", "kl")
                              if row[c]["mean"] is not None}, prefix="transplant/")
         results = {"stage": "transplant", "metric": tp.metric, "target": target_scores, "source": source_scores,
                    "meta": meta, "analysis": analysis, "summary": rows, "runs": records, "figure": figure.name,
+                   "verdicts": {str(a): scorer_verdicts(rows, a, list(tp.scorers), n_candidates)
+                                for a in (float(x) for x in tp.alphas)},
                    "timings": {k: round(v, 1) for k, v in timings.items()},
                    "config": OmegaConf.to_container(cfg, resolve=True)}
         ctx.save_results(results, markdown)

@@ -10,6 +10,7 @@ from grafting.transplant.analysis import (
 )
 from grafting.transplant.candidates import candidate_modules, check_compatible, linear_modules
 from grafting.transplant.metrics import MetricResult, general_text_kl, recovery, tir
+from grafting.transplant.paired import paired_l1
 from grafting.transplant.selection import SELECTORS, register_selector, select
 from grafting.transplant.transplant import restore_, transplant_, transplanted
 
@@ -22,6 +23,7 @@ __all__ = [
     "check_compatible",
     "general_text_kl",
     "linear_modules",
+    "paired_l1",
     "rank_modules",
     "record_activations",
     "recovery",

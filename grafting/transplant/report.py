@@ -1,9 +1,11 @@
-"""Transplant sweep reporting: per-run records -> summary rows -> markdown tables and a figure.
+"""Transplant sweep reporting: per-run records -> summary rows -> markdown tables.
 
-A *record* is one evaluated condition (one selection, K, alpha and, for the random control, seed). Records
-of the same (alpha, selection, K) are summarised into one *row*: mean and sample std over the control seeds
-of the task scores, TIR, Recovery and KL. An undefined TIR / Recovery (zero target, zero gap) stays
-undefined through the summary and is printed as its reason: nothing is ever divided by zero.
+A *record* is one evaluated condition: a selection rule (``top`` / ``bottom`` by a ``scorer``, ``random``
+with a seed, ``all``, or ``blend``: every module blended at ``alpha``), K and alpha. Records of the same
+(alpha, selection, scorer, K) are summarised into one *row*: the mean, sample std and a 95% percentile
+bootstrap interval over the control seeds of the task scores, TIR, Recovery and KL. An undefined TIR /
+Recovery (zero target, zero gap) stays undefined through the summary and is printed as its reason: nothing
+is ever divided by zero. The figure is drawn by :mod:`grafting.transplant.figure`.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
+from grafting.metrics.stats import bootstrap_interval
 from grafting.transplant.metrics import MetricResult, recovery, tir
 
-__all__ = ["SELECTIONS", "TASK_KEYS", "format_cell", "plot_sweep", "record", "summarize", "summary_rows",
-           "sweep_markdown", "top_vs_random"]
+__all__ = ["SELECTIONS", "TASK_KEYS", "beats_random", "find_row", "format_cell", "record", "rule_label",
+           "scorer_verdicts", "summarize", "summary_rows", "sweep_markdown", "top_vs_random"]
 
-SELECTIONS = ("top", "random", "bottom", "all")
+SELECTIONS = ("top", "random", "bottom", "all", "blend")
 TASK_KEYS = ("f_H", "f_S", "fact")
+COLUMNS = ("score", "tir", "recovery", "kl")
 
 
 def _result_dict(res: MetricResult) -> dict[str, Any]:
@@ -28,18 +31,19 @@ def _result_dict(res: MetricResult) -> dict[str, Any]:
 
 
 def record(selection: str, k: int, k_effective: int, alpha: float, seed: int | None, modules: Sequence[str],
-           scores: dict[str, float], kl: float, target: dict[str, float], source: dict[str, float]) -> dict:
+           scores: dict[str, float], kl: float, target: dict[str, float], source: dict[str, float],
+           scorer: str | None = None) -> dict:
     """One evaluated condition, with TIR and Recovery for every task metric (undefined ones keep a reason)."""
     return {
-        "selection": selection, "k": k, "k_effective": k_effective, "alpha": alpha, "seed": seed,
-        "modules": list(modules), "scores": {m: scores[m] for m in TASK_KEYS}, "kl": kl,
+        "selection": selection, "scorer": scorer, "k": k, "k_effective": k_effective, "alpha": alpha,
+        "seed": seed, "modules": list(modules), "scores": {m: scores[m] for m in TASK_KEYS}, "kl": kl,
         "tir": {m: _result_dict(tir(scores[m], target[m])) for m in TASK_KEYS},
         "recovery": {m: _result_dict(recovery(scores[m], target[m], source[m])) for m in TASK_KEYS},
     }
 
 
 def summarize(values: Iterable[float | None], reasons: Iterable[str | None] = ()) -> dict[str, Any]:
-    """Mean, sample std (0 for one value) and count of the defined values; ``reason`` when some are not.
+    """Mean, sample std (0 for one value), 95% bootstrap interval and count of the defined values.
 
     Args:
         values: numbers, ``None`` for an undefined metric.
@@ -49,21 +53,23 @@ def summarize(values: Iterable[float | None], reasons: Iterable[str | None] = ()
     defined = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     reason = next((r for r in reasons if r), None)
     if not defined:
-        return {"mean": None, "std": None, "n": 0, "reason": reason or "no runs"}
+        return {"mean": None, "std": None, "low": None, "high": None, "n": 0, "reason": reason or "no runs"}
     std = statistics.stdev(defined) if len(defined) > 1 else 0.0
+    mean, low, high = bootstrap_interval(defined)
     partial = f"{len(values) - len(defined)} of {len(values)} undefined ({reason})" if len(defined) < len(values) \
         else None
-    return {"mean": statistics.fmean(defined), "std": std, "n": len(defined), "reason": partial}
+    return {"mean": statistics.fmean(defined), "std": std, "low": low, "high": high, "n": len(defined),
+            "reason": partial}
 
 
 def summary_rows(records: Sequence[dict], metric: str) -> list[dict[str, Any]]:
-    """One row per (alpha, selection, K), in first-seen order; ``metric`` picks the TIR/Recovery/score columns."""
+    """One row per (alpha, selection, scorer, K) in first-seen order; ``metric`` picks score/TIR/Recovery."""
     groups: dict[tuple, list[dict]] = {}
     for rec in records:
-        groups.setdefault((rec["alpha"], rec["selection"], rec["k"]), []).append(rec)
+        groups.setdefault((rec["alpha"], rec["selection"], rec.get("scorer"), rec["k"]), []).append(rec)
     rows = []
-    for (alpha, selection, k), recs in groups.items():
-        row: dict[str, Any] = {"alpha": alpha, "selection": selection, "k": k,
+    for (alpha, selection, scorer, k), recs in groups.items():
+        row: dict[str, Any] = {"alpha": alpha, "selection": selection, "scorer": scorer, "k": k,
                                "k_effective": recs[0]["k_effective"], "n_runs": len(recs),
                                "seeds": [r["seed"] for r in recs if r["seed"] is not None]}
         for name in ("tir", "recovery"):
@@ -77,169 +83,150 @@ def summary_rows(records: Sequence[dict], metric: str) -> list[dict[str, Any]]:
     return rows
 
 
-def format_cell(stat: dict[str, Any], digits: int = 3) -> str:
-    """``mean``, ``mean ± std`` for several runs, or ``— (reason)`` when undefined."""
+def rule_label(row: dict) -> str:
+    """``top-K (l1)``, ``random-K``, ``all``, ``blend``."""
+    if row["selection"] in ("all", "blend"):
+        return row["selection"]
+    return f"{row['selection']}-K" + (f" ({row['scorer']})" if row.get("scorer") else "")
+
+
+def format_cell(stat: dict[str, Any], digits: int = 3, interval: bool = False) -> str:
+    """``mean ± std`` (or ``mean [low, high]`` with ``interval``), a bare mean for one run, ``— (reason)``."""
     if stat["mean"] is None:
         return f"— ({stat['reason']})"
     text = f"{stat['mean']:.{digits}f}"
     if stat["n"] > 1:
-        text += f" ± {stat['std']:.{digits}f}"
+        text += f" [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]" if interval \
+            else f" ± {stat['std']:.{digits}f}"
     if stat.get("reason"):
         text += f" ({stat['reason']})"
     return text
 
 
-def _lookup(rows: Sequence[dict], alpha: float, selection: str, k: int | None = None) -> dict | None:
+def find_row(rows: Sequence[dict], alpha: float, selection: str, k: int | None = None,
+             scorer: str | None = None) -> dict | None:
     for row in rows:
-        if row["alpha"] == alpha and row["selection"] == selection and (k is None or row["k"] == k):
+        if (row["alpha"] == alpha and row["selection"] == selection and (k is None or row["k"] == k)
+                and (scorer is None or row.get("scorer") == scorer)):
             return row
     return None
+
+
+def beats_random(top: dict, rnd: dict, column: str) -> bool:
+    """True when the top-K value lies above the random-K 95% interval (top-K is one deterministic run)."""
+    t, r = top[column], rnd[column]
+    return t["mean"] is not None and r["high"] is not None and t["mean"] > r["high"]
+
+
+def top_vs_random(rows: Sequence[dict], alpha: float, column: str = "score",
+                  scorer: str | None = None) -> dict[str, list[int]]:
+    """Ks where top-K is above / inside / below the random-K 95% interval on ``column``."""
+    out: dict[str, list[int]] = {"above": [], "inside": [], "below": []}
+    for top in (r for r in rows if r["alpha"] == alpha and r["selection"] == "top"
+                and (scorer is None or r.get("scorer") == scorer)):
+        rnd = find_row(rows, alpha, "random", top["k"])
+        if rnd is None or top[column]["mean"] is None or rnd[column]["mean"] is None:
+            continue
+        if beats_random(top, rnd, column):
+            out["above"].append(top["k"])
+        elif rnd[column]["low"] is not None and top[column]["mean"] < rnd[column]["low"]:
+            out["below"].append(top["k"])
+        else:
+            out["inside"].append(top["k"])
+    return out
+
+
+def scorer_verdicts(rows: Sequence[dict], alpha: float, scorers: Sequence[str], n_candidates: int) -> list[dict]:
+    """Per scorer: smallest K (< N) where top-K beats random-K outside the interval, how many Ks it does,
+    and the mean Recovery of top-K over the Ks below N (the higher, the better the scorer selects)."""
+    out = []
+    for scorer in scorers:
+        tops = [r for r in rows if r["alpha"] == alpha and r["selection"] == "top" and r.get("scorer") == scorer
+                and r["k_effective"] < n_candidates]
+        wins = top_vs_random(tops + [r for r in rows if r["selection"] == "random"], alpha, "score", scorer)["above"]
+        recs = [r["recovery"]["mean"] for r in tops if r["recovery"]["mean"] is not None]
+        out.append({"scorer": scorer, "smallest_k": min(wins) if wins else None, "ks_beating_random": sorted(wins),
+                    "mean_recovery": statistics.fmean(recs) if recs else None, "n_ks": len(tops)})
+    return out
 
 
 def _k_label(row: dict) -> str:
     return str(row["k"]) if row["k"] == row["k_effective"] else f"{row['k']} (capped to {row['k_effective']})"
 
 
-def _table(rows: Sequence[dict], alpha: float, ks: Sequence[int], column: str, title: str, n_seeds: int,
-           n_all: int, compare: bool = False) -> list[str]:
-    head = ["K", "top", f"random (mean ± std, {n_seeds} seeds)", "bottom", f"all ({n_all} modules)"]
-    if compare:
-        head.append("top − random")
+def _table(rows: Sequence[dict], alpha: float, ks: Sequence[int], scorers: Sequence[str], column: str,
+           title: str, n_seeds: int, n_all: int) -> list[str]:
+    head = ["K", *(f"top ({s})" for s in scorers), f"random (mean [95% CI], {n_seeds} seeds)",
+            *(f"bottom ({s})" for s in scorers), f"all ({n_all})"]
     lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    all_row = _lookup(rows, alpha, "all")
+    all_row = find_row(rows, alpha, "all")
     for k in ks:
-        top = _lookup(rows, alpha, "top", k)
-        cells = [_k_label(top) if top else str(k)]
-        for sel in ("top", "random", "bottom"):
-            row = _lookup(rows, alpha, sel, k)
-            cells.append(format_cell(row[column]) if row else "n/a")
+        any_row = find_row(rows, alpha, "random", k) or find_row(rows, alpha, "top", k)
+        cells = [_k_label(any_row) if any_row else str(k)]
+        for selection, names in (("top", scorers), ("random", [None]), ("bottom", scorers)):
+            for scorer in names:
+                row = find_row(rows, alpha, selection, k, scorer)
+                cells.append(format_cell(row[column], interval=True) if row else "n/a")
         cells.append(format_cell(all_row[column]) if all_row else "n/a")
-        if compare:
-            rnd = _lookup(rows, alpha, "random", k)
-            if top and rnd and top[column]["mean"] is not None and rnd[column]["mean"] is not None:
-                cells.append(f"{top[column]['mean'] - rnd[column]['mean']:+.3f}")
-            else:
-                cells.append("n/a")
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 
-def _all_metrics_table(rows: Sequence[dict], alpha: float, ks: Sequence[int], n_all: Any) -> list[str]:
-    """Mean f_H / f_S / fact per selection (random: mean over seeds), so the other metrics are visible too."""
-    head = ["K", "top", "random (mean)", "bottom", f"all ({n_all} modules)"]
-    lines = ["**" + " / ".join(TASK_KEYS) + " after transplant**", "", "| " + " | ".join(head) + " |",
-             "|" + "---|" * len(head)]
-
-    def cell(row: dict | None) -> str:
-        return "/".join(f"{row[m]['mean']:.2f}" for m in TASK_KEYS) if row else "n/a"
-
-    for k in ks:
-        top = _lookup(rows, alpha, "top", k)
-        cells = [_k_label(top) if top else str(k)]
-        cells += [cell(_lookup(rows, alpha, sel, k)) for sel in ("top", "random", "bottom")]
-        cells.append(cell(_lookup(rows, alpha, "all")))
-        lines.append("| " + " | ".join(cells) + " |")
+def _blend_table(rows: Sequence[dict], metric: str) -> list[str]:
+    blends = sorted((r for r in rows if r["selection"] == "blend"), key=lambda r: r["alpha"])
+    if not blends:
+        return []
+    lines = ["**α-blending control: every module θ = (1 − α) θ_target + α θ_source**", "",
+             f"| α | {metric} | TIR | Recovery | KL |", "|---|---|---|---|---|"]
+    lines += [f"| {r['alpha']} | " + " | ".join(format_cell(r[c]) for c in COLUMNS) + " |" for r in blends]
     return lines + [""]
-
-
-def top_vs_random(rows: Sequence[dict], alpha: float) -> dict[str, list[int]]:
-    """Ks where top-K's mean score is above / equal to / below random-K's mean (``equal`` within 1e-9)."""
-    out: dict[str, list[int]] = {"above": [], "equal": [], "below": []}
-    for top in (r for r in rows if r["alpha"] == alpha and r["selection"] == "top"):
-        rnd = _lookup(rows, alpha, "random", top["k"])
-        if rnd is None:
-            continue
-        diff = top["score"]["mean"] - rnd["score"]["mean"]
-        out["above" if diff > 1e-9 else "below" if diff < -1e-9 else "equal"].append(top["k"])
-    return out
 
 
 def sweep_markdown(rows: Sequence[dict], metric: str, target: dict[str, float], source: dict[str, float],
                    meta: dict[str, Any]) -> str:
-    """Markdown report: reference scores, then per alpha the score, Recovery, TIR and KL-vs-K tables.
+    """Markdown report: reference scores, verdicts, then per alpha the score, TIR, Recovery and KL tables.
 
     Args:
         rows: ``summary_rows`` output.
         metric: the task metric behind TIR / Recovery (``f_H``, ``f_S`` or ``fact``).
         target, source: the untouched models' task scores.
-        meta: ``eval_points``, ``n_candidates``, ``score`` (scorer), ``ranked`` (best first), ``source`` (what).
+        meta: ``eval_points``, ``n_candidates``, ``scorers``, ``ranked`` ({scorer: names, best first}),
+            ``source``, ``target`` (what they are), ``command``.
     """
-    ks = list(dict.fromkeys(r["k"] for r in rows if r["selection"] == "top"))
-    alphas = list(dict.fromkeys(r["alpha"] for r in rows))
+    ks = list(dict.fromkeys(r["k"] for r in rows if r["selection"] in ("top", "random")))
+    alphas = list(dict.fromkeys(r["alpha"] for r in rows if r["selection"] != "blend"))
+    scorers = list(meta.get("scorers") or dict.fromkeys(r["scorer"] for r in rows if r.get("scorer")))
     n_seeds = max((r["n_runs"] for r in rows if r["selection"] == "random"), default=0)
+    n_all = int(meta.get("n_candidates") or 0)
     gap = source[metric] - target[metric]
     lines = [
         "## Training-free transplantation: task score vs K",
         "",
-        f"Source: {meta.get('source')}. Target: {meta.get('target')}. {meta.get('n_candidates')} candidate "
-        f"modules, ranked by `{meta.get('score')}` of last-token mean |activation|; "
+        f"Source: {meta.get('source')}. Target: {meta.get('target')}. {n_all} candidate modules; "
         f"{meta.get('eval_points')} test points. TIR and Recovery use `{metric}` "
         f"(target {target[metric]:.3f}, source {source[metric]:.3f}, gap {gap:+.3f}).",
         "",
+        *([f"Command: `{meta['command']}`", ""] if meta.get("command") else []),
         "| model | f_H | f_S | fact |",
         "|---|---|---|---|",
         *(f"| {name} | " + " | ".join(f"{s[m]:.3f}" for m in TASK_KEYS) + " |"
           for name, s in (("target", target), ("source", source))),
         "",
-        "Ranking (top first): " + ", ".join(f"`{n}`" for n in meta.get("ranked", [])),
-        "",
     ]
-    n_all = meta.get("n_candidates", "all")
+    for scorer, ranked in (meta.get("ranked") or {}).items():
+        lines.append(f"Ranking by `{scorer}` (first 10): " + ", ".join(f"`{n}`" for n in ranked[:10]))
+    lines.append("")
     for alpha in alphas:
-        verdict = top_vs_random(rows, alpha)
-        lines += [f"### α = {alpha}", "",
-                  f"top-K vs random-K mean on {metric}: above at K = {verdict['above'] or 'none'}, equal at "
-                  f"K = {verdict['equal'] or 'none'}, below at K = {verdict['below'] or 'none'}.", ""]
-        lines += _table(rows, alpha, ks, "score", f"{metric} after transplant", n_seeds, n_all, compare=True)
-        lines += _table(rows, alpha, ks, "recovery", f"Recovery ({metric})", n_seeds, n_all, compare=True)
-        lines += _table(rows, alpha, ks, "tir", f"TIR ({metric})", n_seeds, n_all)
-        lines += _all_metrics_table(rows, alpha, ks, n_all)
-        lines += _table(rows, alpha, ks, "kl", "KL(target ‖ transplanted) on general text, nats/token",
-                        n_seeds, n_all)
+        lines += [f"### α = {alpha}", ""]
+        for v in scorer_verdicts(rows, alpha, scorers, n_all):
+            recov = "n/a" if v["mean_recovery"] is None else f"{v['mean_recovery']:.3f}"
+            lines.append(f"- `{v['scorer']}`: top-K beats random-K outside its 95% interval ({metric}) at K = "
+                         f"{v['ks_beating_random'] or 'none'} (smallest: {v['smallest_k'] or 'none'}); mean "
+                         f"Recovery of top-K over the {v['n_ks']} Ks below N: {recov}")
+        lines.append("")
+        for column, title in (("score", f"{metric} after transplant"), ("tir", f"TIR ({metric})"),
+                              ("recovery", f"Recovery ({metric})"),
+                              ("kl", "KL(target ‖ transplanted) on general text, nats/token")):
+            lines += _table(rows, alpha, ks, scorers, column, title, n_seeds, n_all)
+    lines += _blend_table(rows, metric)
     return "\n".join(lines)
-
-
-def plot_sweep(rows: Sequence[dict], metric: str, target: dict[str, float], source: dict[str, float],
-               path: str | Path) -> Path:
-    """PNG: per alpha, the task score vs K (one line per selection) and the KL vs K."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and in CI
-    import matplotlib.pyplot as plt
-
-    alphas = list(dict.fromkeys(r["alpha"] for r in rows))
-    fig, axes = plt.subplots(len(alphas), 2, figsize=(11, 4 * len(alphas)), squeeze=False)
-    styles = {"top": ("C0", "o"), "random": ("C1", "s"), "bottom": ("C2", "v")}
-    for (ax_s, ax_kl), alpha in zip(axes, alphas, strict=True):
-        for sel, (color, marker) in styles.items():
-            sel_rows = [r for r in rows if r["alpha"] == alpha and r["selection"] == sel]
-            if not sel_rows:
-                continue
-            ks = [r["k_effective"] for r in sel_rows]
-            for ax, col in ((ax_s, "score"), (ax_kl, "kl")):
-                means = [r[col]["mean"] if r[col]["mean"] is not None else math.nan for r in sel_rows]
-                stds = [r[col]["std"] or 0.0 for r in sel_rows]
-                label = f"{sel}-K" + (" (mean ± std)" if sel == "random" else "")
-                ax.errorbar(ks, means, yerr=stds if sel == "random" else None, color=color, marker=marker,
-                            capsize=3, label=label)
-        all_row = _lookup(rows, alpha, "all")
-        if all_row is not None:
-            ax_s.axhline(all_row["score"]["mean"], color="C3", ls="--", label=f"all ({all_row['k_effective']})")
-            ax_kl.axhline(all_row["kl"]["mean"], color="C3", ls="--", label=f"all ({all_row['k_effective']})")
-        ax_s.axhline(target[metric], color="grey", ls=":", label=f"target ({target[metric]:.2f})")
-        ax_s.axhline(source[metric], color="black", ls=":", label=f"source ({source[metric]:.2f})")
-        ks_all = sorted({r["k_effective"] for r in rows if r["alpha"] == alpha})
-        for ax in (ax_s, ax_kl):
-            ax.set_xscale("log", base=2)  # K doubles along the sweep
-            ax.set_xticks(ks_all, [str(k) for k in ks_all])
-        ax_s.set_ylim(-0.03, 1.03)  # task scores are fractions
-        ax_s.set(xlabel="K (modules transplanted)", ylabel=metric, title=f"{metric} vs K, α = {alpha}")
-        ax_kl.set(xlabel="K (modules transplanted)", ylabel="KL (nats/token)",
-                  title=f"KL(target ‖ transplanted) on general text, α = {alpha}")
-        ax_s.legend(fontsize=8)
-        ax_kl.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -1,0 +1,203 @@
+"""The transplant models: a tiny Llama-style predecessor, its successor and its instruct version.
+
+All share one architecture (default: 10 blocks x 7 linears = 70 transplant candidates) and one
+initialisation, and learn a table of arbitrary facts (:class:`grafting.data.key_facts.KeyFacts`, the
+evaluation task). Each is built in phases, each phase a cached model of its own:
+
+- **pretrained**: the built-in corpus mixed with the first ``known_fraction`` of the facts.
+- **predecessor** (the target) = pretrained + SFT on those known facts (loss on the answers).
+  It knows that share of the table and guesses the rest.
+- **continued** = pretrained trained longer on the corpus mixed with every fact.
+- **successor** (source of the "generation" pair) = continued + SFT on every fact: trained longer, on
+  more data than the predecessor, as a newer generation sharing the architecture and initialisation.
+- **instruct** (source of the base/instruct pair) = the predecessor (the base) after instruction-style
+  SFT on a mix of tasks: every fact, word reversal and word copying (loss on the answers).
+
+A fact inside the token-averaged loss of the mixture carries little weight (5 answer tokens in a batch
+of 128-token chunks): 400 mixture steps taught the answer format but few facts, hence the SFT phases.
+Each phase is cached under ``<cache>/transplant_models/<role>-<key>``, the key hashing the recipe fields
+the phase depends on and the corpus, like :mod:`grafting.models.pretrained_tiny`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import ConcatDataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from grafting.artifacts import atomic_dir, write_json_atomic
+from grafting.data.corpus import builtin_documents, builtin_fingerprint
+from grafting.data.datamodule import GraftingDataModule, split_texts
+from grafting.data.datasets import TaskSFTDataset, TextChunkDataset
+from grafting.data.key_facts import KeyFacts
+from grafting.data.modular import ModExample
+from grafting.data.words import WordOrderSkill
+from grafting.models.loading import build_random
+from grafting.models.tokenizer import builtin_tokenizer
+from grafting.modules.causal_lm import CausalLMModule
+from grafting.paths import default_cache_dir
+
+log = logging.getLogger(__name__)
+ROLES = ("pretrained", "continued", "predecessor", "successor", "instruct")
+# Bump when the training code changes what a recipe produces, so stale caches are not reused.
+VERSION = 2
+# Each phase: the model it starts from and the recipe fields it adds.
+PHASES: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "pretrained": (None, ("arch", "task", "known_fraction", "init_seed", "tokenizer_vocab", "pretrain")),
+    "continued": ("pretrained", ("successor",)),
+    "predecessor": ("pretrained", ("fact_sft",)),
+    "successor": ("continued", ("fact_sft",)),
+    "instruct": ("predecessor", ("instruct",)),
+}
+
+
+@dataclass
+class PairRecipe:
+    """Everything that determines the three models' weights.
+
+    ``task``: n_keys, n_values, split_seed, prompt_template, answer_template of the fact table.
+    ``pretrain``: steps, lr, warmup_steps, weight_decay, batch_size, seq_len, fact_repeats (copies of each
+    known fact among the corpus chunks). ``successor``: the continued phase (steps, lr, warmup_steps,
+    weight_decay, fact_repeats). ``fact_sft``: SFT on the facts (steps, lr, warmup_steps, batch_size).
+    ``instruct``: steps, lr, warmup_steps, batch_size, fact_repeats, word_examples (per word task).
+    """
+
+    arch: dict[str, Any]
+    task: dict[str, Any]
+    pretrain: dict[str, Any]
+    successor: dict[str, Any]
+    fact_sft: dict[str, Any]
+    instruct: dict[str, Any]
+    known_fraction: float = 0.5
+    init_seed: int = 0
+    tokenizer_vocab: int = 4096
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> PairRecipe:
+        return cls(**{k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.items()})
+
+    def key(self, role: str) -> str:
+        """A hash of the fields ``role`` and the phases before it depend on, and of the corpus."""
+        fields: dict[str, Any] = {}
+        phase: str | None = role
+        while phase is not None:
+            parent, names = PHASES[phase]
+            fields.update({n: getattr(self, n) for n in names})
+            phase = parent
+        payload = {"role": role, **fields, "version": VERSION, "corpus": builtin_fingerprint()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def fact_task(recipe: PairRecipe) -> KeyFacts:
+    """The fact table: every fact is both a training and a test point."""
+    t = recipe.task
+    return KeyFacts(n_keys=int(t["n_keys"]), n_values=int(t["n_values"]), seed=int(t.get("split_seed", 0)),
+                    prompt_template=str(t["prompt_template"]), answer_template=str(t["answer_template"]))
+
+
+def known_facts(recipe: PairRecipe) -> list[ModExample]:
+    """The predecessor's share of the facts: the first ``known_fraction`` of the shuffled table."""
+    facts = fact_task(recipe).split("test")
+    return facts[: round(recipe.known_fraction * len(facts))]
+
+
+def mixture(facts: list[ModExample], repeats: int, tokenizer, seq_len: int) -> ConcatDataset:
+    """The corpus's training chunks plus ``repeats`` copies of each fact (loss on its answer only).
+
+    A fact inside a text chunk was tried first: with the whole chunk in the loss, 500 steps taught the
+    predecessor the answer format but not one fact (greedy answers were one constant digit).
+    """
+    text = TextChunkDataset(split_texts(list(builtin_documents()), "train"), tokenizer, seq_len)
+    return ConcatDataset([text, TaskSFTDataset(facts * repeats, tokenizer)])
+
+
+def instruct_examples(recipe: PairRecipe) -> list:
+    """The SFT mix: every fact plus word reversal and word copying (prompt, completion pairs)."""
+    n = int(recipe.instruct["word_examples"])
+    words = [WordOrderSkill(name=mode, mode=mode, prompt_template=template).split("train")[:n]
+             for mode, template in (("reverse", "Reverse the words: {words}\nReversed:"),
+                                    ("copy", "Repeat the words: {words}\nRepeated:"))]
+    examples = fact_task(recipe).split("test") * int(recipe.instruct.get("fact_repeats", 1))
+    examples += [ex for group in words for ex in group]
+    random.Random(recipe.init_seed).shuffle(examples)
+    return examples
+
+
+def _fit(model, dataset, tokenizer, cfg: dict[str, Any], seed: int) -> tuple[torch.nn.Module, float]:
+    """Train every weight of ``model`` on ``dataset`` for ``cfg['steps']`` steps; return it and the seconds."""
+    steps = int(cfg["steps"])
+    data = GraftingDataModule(dataset, None, tokenizer.pad_token_id, int(cfg["batch_size"]), seed=seed)
+    L.seed_everything(seed, workers=True)
+    module = CausalLMModule(model.train(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)),
+                            warmup_steps=min(int(cfg.get("warmup_steps", 0)), steps), max_steps=steps)
+    trainer = L.Trainer(max_steps=steps, accelerator=cfg.get("accelerator", "cpu"), devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, gradient_clip_val=1.0)
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=data.train_dataloader())
+    return module.model.eval().cpu(), time.perf_counter() - start
+
+
+def train_role(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train ``role`` from its parent phase (trained first when needed), cache it; return its report."""
+    if role not in PHASES:
+        raise ValueError(f"unknown role {role!r}; choose from {', '.join(ROLES)}")
+    tokenizer = builtin_tokenizer(recipe.tokenizer_vocab, cache_dir)
+    seq_len = int(recipe.pretrain["seq_len"])
+    parent = PHASES[role][0]
+    model = build_random(recipe.arch, recipe.init_seed) if parent is None else load_role(recipe, parent, cache_dir)[0]
+    seed = recipe.init_seed + ROLES.index(role)
+    if role == "pretrained":
+        data = mixture(known_facts(recipe), int(recipe.pretrain["fact_repeats"]), tokenizer, seq_len)
+        cfg = recipe.pretrain
+    elif role == "continued":
+        data = mixture(fact_task(recipe).split("test"), int(recipe.successor["fact_repeats"]), tokenizer, seq_len)
+        cfg = {"batch_size": recipe.pretrain["batch_size"], **recipe.successor}
+    elif role in ("predecessor", "successor"):
+        facts = known_facts(recipe) if role == "predecessor" else fact_task(recipe).split("test")
+        data, cfg = TaskSFTDataset(facts, tokenizer), recipe.fact_sft
+    else:
+        data, cfg = TaskSFTDataset(instruct_examples(recipe), tokenizer), recipe.instruct
+    model, seconds = _fit(model, data, tokenizer, cfg, seed)
+    report = {"role": role, "parent": parent, "recipe": asdict(recipe), "train_seconds": round(seconds, 1),
+              "threads": torch.get_num_threads(), "corpus": builtin_fingerprint(), "key": recipe.key(role)}
+    log.info("trained transplant %s in %.0fs", role, seconds)
+    final = role_path(recipe, role, cache_dir)
+    try:
+        with atomic_dir(final) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json_atomic(tmp / "train_report.json", report)
+    except Exception:
+        if not (final / "train_report.json").is_file():  # a parallel job may have written it first
+            raise
+    return report
+
+
+def role_path(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None) -> Path:
+    return Path(cache_dir or default_cache_dir()) / "transplant_models" / f"{role}-{recipe.key(role)}"
+
+
+def load_role(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None):
+    """``(model, tokenizer)`` of ``role``: cached, else trained now (once) and cached."""
+    path = role_path(recipe, role, cache_dir)
+    if not (path / "train_report.json").is_file():
+        log.info("no cached transplant %s at %s: training it now (once).", role, path)
+        with torch.random.fork_rng():  # training on a cache miss must not move the caller's RNG
+            train_role(recipe, role, cache_dir)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def train_report(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    return json.loads((role_path(recipe, role, cache_dir) / "train_report.json").read_text())
