@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from grafting.reporting.aggregate import finished_jobs, job_overrides
-from grafting.reporting.stats import bootstrap_interval, format_interval, separated
+from grafting.metrics.stats import bootstrap_interval, format_interval, separated
 
 DOCS = Path(__file__).resolve().parent
 START, END = "<!-- tables:start -->", "<!-- tables:end -->"
@@ -104,13 +104,13 @@ def _settings(jobs: list[Job], experiment: str, protocol_label: str | None) -> d
 
 
 def transfer_verdict(group: list[Job], metric: str) -> str:
-    """``shown`` when Grafted's interval lies above both controls'; else ``not shown``."""
+    """``shown`` when Grafted's interval lies above both controls'; else ``not shown`` and the control(s) it fails to beat."""
     grafted = interval(group, "Grafted", metric)
-    if any(math.isnan(interval(group, c, metric)[0]) for c in CONTROLS):
+    controls = {c: interval(group, c, metric) for c in CONTROLS}
+    if any(math.isnan(c[0]) for c in controls.values()):
         return "no controls"
-    above = all(separated(grafted, interval(group, c, metric)) and grafted[0] > interval(group, c, metric)[0]
-                for c in CONTROLS)
-    return "shown" if above else "not shown"
+    unbeaten = [c for c, ci in controls.items() if not (separated(grafted, ci) and grafted[0] > ci[0])]
+    return "shown" if not unbeaten else f"not shown (vs {', '.join(unbeaten)})"
 
 
 def table(settings: dict[str, list[Job]], metrics: list[str]) -> list[str]:

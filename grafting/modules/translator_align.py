@@ -25,7 +25,7 @@ from torch import nn
 from grafting import surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
-from grafting.grafted import graft_of
+from grafting.graft_block import graft_of
 from grafting.losses import KINDS, READINGS, get_distance
 from grafting.translators import least_squares_map
 
