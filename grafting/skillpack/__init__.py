@@ -1,7 +1,7 @@
 """SkillPacks (GraftLLM): compressed, verifiable, unloadable parameter deltas.
 
 Flow: ``compute_delta`` -> ``compress_delta`` (module-aware policy) -> ``save_pack`` / ``load_pack``
--> ``apply_packs_`` / ``unload_`` (or the ``applied`` context manager). See METHODS.md §2.
+-> ``apply_packs_`` / ``unload_`` (or the ``applied`` context manager). See docs/METHODS.md §2.
 Also here, imported from their modules: ``router`` (per-prompt top-1 pack choice), ``lora`` (LoRA
 factors as a pack: the equal-size baseline), ``report`` (storage-vs-quality tables and figures),
 ``gptq`` + ``calibration`` (GPTQ on SVD factors from layer-input Hessians), ``bitdelta`` (scale

@@ -1,4 +1,4 @@
-"""LoRA as a SkillPack: the equal-size baseline (METHODS.md §2, "LoRA at equal size").
+"""LoRA as a SkillPack: the equal-size baseline (docs/METHODS.md §2).
 
 A trained peft LoRA is stored as one ``lora`` entry per adapted weight, holding the factors
 ``A = scaling · B_lora`` (out × r) and ``B = A_lora`` (r × in) with ``A @ B`` = peft's own delta

@@ -2,7 +2,7 @@
 
 This is plain RTN, *not* GPTQ. GraftLLM's public code quantises singular vectors with GPTQ
 (group size 128, damping 0.01) on calibration data; RTN needs no data and is the documented first
-baseline (METHODS.md §2).
+baseline (docs/METHODS.md §2).
 
 Scheme: asymmetric min/max per group of ``group_size`` consecutive entries along the last
 dimension. A group with minimum ``lo`` and maximum ``hi`` gets an offset ``zero <= lo`` and a step
