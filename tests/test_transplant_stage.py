@@ -14,6 +14,7 @@ from conftest import compose_config
 from grafting.errors import ConfigError
 from grafting.metrics.stats import bootstrap_interval
 from grafting.stages.transplant import FIGURE, check_config
+from grafting.transplant.figure import plot_sweep
 from grafting.transplant.report import (
     format_cell,
     record,
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE_MODELS = ["transplant.models.arch.num_hidden_layers=2", "transplant.models.pretrain.steps=3",
                 "transplant.models.successor.steps=3", "transplant.models.instruct.steps=3",
                 "transplant.models.instruct.word_examples=8", "transplant.models.pretrain.fact_repeats=1",
-                "transplant.models.successor.fact_repeats=1", "transplant.models.task.n_keys=8",
+                "transplant.models.successor.fact_repeats=1", "transplant.models.task.n_keys=16",
                 "transplant.n_analysis_prompts=16", "transplant.eval_points=16", "transplant.k_list=[1,2,16]",
                 "transplant.control_seeds=[0,1]", "transplant.blend_alphas=[0.5]"]
 
@@ -74,6 +75,7 @@ def test_transplant_pair_smoke_end_to_end(tmp_path):
     _check_rows(results)
 
 
+@pytest.mark.slow
 def test_transplant_legacy_smoke_end_to_end(tmp_path):
     """pair=null: the donor and its SFT copy (2-layer random GPTNeoX), one scorer."""
     run_dir, results, stdout = _run(tmp_path, ["transplant.pair=null", "transplant.metric=f_H",
@@ -108,6 +110,13 @@ def test_zero_gap_and_zero_target_are_reported_not_divided():
     md = sweep_markdown(rows, "f_H", target, source, {"n_candidates": 8, "ranked": {"abs_diff": ["a", "b"]}})
     assert "— (zero gap)" in md and "— (zero target)" in md
     assert "nan" not in md and "inf" not in md
+
+
+def test_figure_draws_panels_without_a_defined_value(tmp_path):
+    target = source = _scores(0.0)  # TIR and Recovery undefined everywhere: empty panels on a log-K axis
+    rows = summary_rows(_records(target, source, _scores(0.5), [_scores(0.0), _scores(0.25)]), "f_H")
+    path = plot_sweep(rows, "f_H", tmp_path / "fig.png")
+    assert path.stat().st_size > 0
 
 
 def test_summary_means_over_seeds_and_defined_metrics():

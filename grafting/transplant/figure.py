@@ -55,6 +55,7 @@ def plot_sweep(rows: Sequence[dict], metric: str, path: str | Path, title: str =
         ax.set_xscale("log", base=2)  # K doubles along the sweep
         ticks = sorted({r["k_effective"] for r in rows if r["alpha"] == alpha and r["selection"] != "blend"})
         ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.set_xlim(min(ticks) / 1.3, max(ticks) * 1.3)  # an all-undefined panel (zero target) has no x data
         ax.set(xlabel="K (modules transplanted)", ylabel=label if column == "kl" else f"{label} ({metric})",
                title=f"{label} vs K, α = {alpha}")
         ax.legend(fontsize=7)
