@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grafting.reporting.aggregate import finished_jobs, job_overrides
 from grafting.metrics.stats import bootstrap_interval, format_interval, separated
+from grafting.reporting.aggregate import finished_jobs, job_overrides
 
 DOCS = Path(__file__).resolve().parent
 START, END = "<!-- tables:start -->", "<!-- tables:end -->"
