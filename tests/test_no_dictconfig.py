@@ -17,8 +17,6 @@ CONFIG_TYPES = ("DictConfig", "ListConfig", "RunContext")
 # Known violations in code owned by other helpers, until their owners fix them. Keep this short and exact.
 # Entries are "path function(parameter)".
 ALLOWED: set[str] = {
-    # SkillPack owner: takes the ``skill.tasks`` node (a Mapping; converted with OmegaConf inside).
-    "grafting/data/skill_tasks.py build_skill(tasks_cfg)",
     # Transplant owner: a plain dict named cfg (the training recipe), in a module that trains inside models/.
     "grafting/models/transplant_pair.py _fit(cfg)",
 }

@@ -8,6 +8,7 @@ from conftest import compose_config, tiny_model
 
 from grafting.data.skill_tasks import build_skill
 from grafting.evaluation.skill_eval import evaluate_skill
+from grafting.plain import plain
 from grafting.run_context import RunContext
 from grafting.skillpack.delta import add_delta
 from grafting.stages import skillpack_continual
@@ -22,7 +23,7 @@ TINY = ["debug=smoke", "logger=none", "task.operand_max=20", "task.test_size=8",
 def _run(tmp_path, tokenizer, names: list[str]) -> tuple[dict, torch.nn.Module]:
     cfg = compose_config(["stage=skillpack_continual", f"continual.tasks=[{','.join(names)}]", *TINY], tmp_path)
     ctx = RunContext(cfg=cfg, run_dir=tmp_path / "run", loggers=[])
-    tasks = {n: build_skill(n, cfg.skill.tasks) for n in names}
+    tasks = {n: build_skill(n, plain(cfg.skill.tasks)) for n in names}
     target, source = tiny_model("gpt_neox", seed=0), tiny_model("gpt_neox", seed=1, num_hidden_layers=2)
     res = skillpack_continual.continual(ctx, target, tokenizer, source, tokenizer, tasks, names)
     return res, target
@@ -37,8 +38,8 @@ def test_packs_never_forget_and_sequential_finetuning_moves(tmp_path, tokenizer)
     assert [row[a] for row in res["packs_by_step"].values()] == [res["right_after"][a]["score"]] * 3
     assert res["final_with_pack"][a]["score"] == res["right_after"][a]["score"]
     # the comparison is sensitive: A's pack changes what the base generates
-    base_out = evaluate_skill(target, tokenizer, build_skill(a, compose_config(
-        ["stage=skillpack_continual", *TINY], tmp_path).skill.tasks), n_points=6, max_new_tokens=6)["outputs"]
+    base_out = evaluate_skill(target, tokenizer, build_skill(a, plain(compose_config(
+        ["stage=skillpack_continual", *TINY], tmp_path).skill.tasks)), n_points=6, max_new_tokens=6)["outputs"]
     assert res["_outputs"]["right_after"][a] != base_out
     assert (tmp_path / "run" / "packs" / a / "graftllm" / "manifest.json").is_file()
     assert (tmp_path / "run" / "router" / "router.json").is_file()

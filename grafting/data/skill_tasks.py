@@ -106,13 +106,13 @@ TASK_KINDS: dict[str, Callable[[str, Mapping[str, Any]], SkillTask]] = {
 }
 
 
-def build_skill(name: str, tasks_cfg: Mapping[str, Any]) -> SkillTask:
+def build_skill(name: str, table: Mapping[str, Any]) -> SkillTask:
     """The task called ``name`` in the ``skill.tasks`` table.
 
     Raises:
         ConfigError: unknown name or kind, or bad settings, naming the key.
     """
-    tasks = dict(tasks_cfg or {})
+    tasks = dict(table or {})
     if name not in tasks:
         raise ConfigError("skill.task", f"unknown skill {name!r}; defined in skill.tasks: {', '.join(sorted(tasks))}.")
     spec = dict(tasks[name] or {})
