@@ -1,4 +1,5 @@
-"""The models shipped in grafting/assets: intact, used by the default config, and a shared-init pair."""
+"""The models shipped in grafting/assets: intact, used by the default config, and a shared-init pair; the
+transplant stage's predecessor, successor and instruct: intact and loaded by the default config untrained."""
 
 import shutil
 
@@ -8,9 +9,11 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 
 from grafting.errors import ArtifactError
-from grafting.models import shipped
+from grafting.models import shipped, transplant_pair
 from grafting.models.loading import build_random
 from grafting.models.pretrained_tiny import locate, recipe
+from grafting.models.transplant_pair import SHIPPED, role_path, role_recipe
+from grafting.stages.transplant import recipe_from_config
 
 PAIR = ("tiny-vanilla", "tiny-host")
 
@@ -60,3 +63,46 @@ def test_a_damaged_asset_is_refused(tmp_path, monkeypatch):
     weights.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="model.safetensors is corrupt"):
         shipped.verify("tiny-host")
+
+
+TRANSPLANT = tuple(SHIPPED.values())
+
+
+@pytest.mark.parametrize("name", TRANSPLANT)
+def test_every_shipped_transplant_file_matches_its_manifest_sha256(name):
+    manifest = shipped.verify(name)
+    assert "python -m grafting.models.transplant_pair --ship" in manifest["command"]
+    assert set(manifest["files"]) >= {"config.json", "model.safetensors", "tokenizer.json", "train_report.json"}
+    assert manifest["role"] == manifest["recipe"]["role"] and "scores" in manifest
+
+
+@pytest.mark.parametrize("role", SHIPPED)
+def test_the_default_transplant_config_loads_the_shipped_models_without_training(tmp_path, monkeypatch, role):
+    pair_recipe = recipe_from_config(compose_config(["stage=transplant"], tmp_path))
+    assert role_recipe(pair_recipe, role) == shipped.manifest(SHIPPED[role])["recipe"]
+    assert shipped.manifest(SHIPPED[role])["key"] == pair_recipe.key(role)
+    monkeypatch.setattr(transplant_pair, "train_role", lambda *a, **k: pytest.fail(f"{role} would be trained"))
+    empty = tmp_path / "empty-cache"
+    assert transplant_pair.locate_role(pair_recipe, role, empty) == shipped.asset_dir(SHIPPED[role])
+    model, _ = transplant_pair.load_role(pair_recipe, role, empty)
+    assert sum(p.numel() for p in model.parameters()) > 0 and not empty.exists()
+
+
+def test_a_changed_transplant_recipe_does_not_use_the_shipped_models(tmp_path):
+    pair_recipe = recipe_from_config(compose_config(["stage=transplant", "transplant.models.instruct.steps=7"],
+                                                    tmp_path))
+    assert transplant_pair.locate_role(pair_recipe, "predecessor", tmp_path) == shipped.asset_dir(SHIPPED["predecessor"])
+    assert transplant_pair.locate_role(pair_recipe, "instruct", tmp_path) == role_path(pair_recipe, "instruct", tmp_path)
+
+
+def test_a_damaged_transplant_model_is_refused(tmp_path, monkeypatch):
+    name = SHIPPED["predecessor"]
+    shutil.copytree(shipped.asset_dir(name), tmp_path / name)
+    monkeypatch.setattr(shipped, "ASSETS", tmp_path)
+    weights = tmp_path / name / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    pair_recipe = recipe_from_config(compose_config(["stage=transplant"], tmp_path / "cfg"))
+    with pytest.raises(ArtifactError, match="model.safetensors is corrupt"):
+        transplant_pair.load_role(pair_recipe, "predecessor", tmp_path / "empty-cache")

@@ -1,4 +1,4 @@
-"""Models shipped inside the package (``grafting/assets/<name>``): the tiny pair and the MLM scorer.
+"""Models shipped inside the package (``grafting/assets/<name>``): the tiny pair, the MLM scorer, the transplant models.
 
 Each asset folder holds a transformers model and its tokenizer, the training report, and a
 ``manifest.json`` with the recipe, every file's sha256, the held-out quality and the command that
@@ -66,8 +66,12 @@ def verified_folder(name: str) -> Path:
     return asset_dir(name)
 
 
-def ship(name: str, source: str | Path, report: dict[str, Any], command: str, overwrite: bool = False) -> Path:
-    """Copy a trained model folder into ``grafting/assets/<name>`` with a manifest (sha256 of every file)."""
+def ship(name: str, source: str | Path, report: dict[str, Any], command: str, overwrite: bool = False,
+         extra: dict[str, Any] | None = None) -> Path:
+    """Copy a trained model folder into ``grafting/assets/<name>`` with a manifest (sha256 of every file).
+
+    ``extra``: further manifest fields (e.g. the transplant models' role, cache key and measured scores).
+    """
     import torch
 
     source = Path(source)
@@ -82,6 +86,7 @@ def ship(name: str, source: str | Path, report: dict[str, Any], command: str, ov
             "made_with": {"python": platform.python_version(), "torch": torch.__version__,
                           "threads": report.get("threads")},
             "python": platform.python_version(),
+            **(extra or {}),
             "files": {p.name: sha256_file(tmp / p.name) for p in files},
         })
     log.info("shipped %s to %s", name, asset_dir(name))

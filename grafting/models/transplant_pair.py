@@ -17,6 +17,12 @@ A fact inside the token-averaged loss of the mixture carries little weight (5 an
 of 128-token chunks): 400 mixture steps taught the answer format but few facts, hence the SFT phases.
 Each phase is cached under ``<cache>/transplant_models/<role>-<key>``, the key hashing the recipe fields
 the phase depends on and the corpus, like :mod:`grafting.models.pretrained_tiny`.
+
+The stage's three models of the default recipe are **shipped** with the package
+(``grafting/assets/tiny-transplant-<role>``, see :mod:`grafting.models.shipped`): :func:`load_role` uses the
+shipped copy (every sha256 checked) when its manifest's recipe equals :func:`role_recipe`, so the default
+``stage=transplant`` trains nothing. ``python -m grafting.models.transplant_pair --ship`` regenerates them
+(trains what the cache lacks, then copies the cached phases into the package).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from grafting.data.datasets import TaskSFTDataset, TextChunkDataset
 from grafting.data.key_facts import KeyFacts
 from grafting.data.modular import ModExample
 from grafting.data.words import WordOrderSkill
+from grafting.models import shipped
 from grafting.models.loading import build_random
 from grafting.models.tokenizer import builtin_tokenizer
 from grafting.modules.causal_lm import CausalLMModule
@@ -59,6 +66,9 @@ PHASES: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "successor": ("continued", ("fact_sft",)),
     "instruct": ("predecessor", ("instruct",)),
 }
+# The roles the transplant stage loads, shipped with the package (grafting/assets/<name>).
+SHIPPED = {role: f"tiny-transplant-{role}" for role in ("predecessor", "successor", "instruct")}
+SHIP_COMMAND = "OMP_NUM_THREADS=1 python -m grafting.models.transplant_pair --ship"
 
 
 @dataclass
@@ -88,14 +98,19 @@ class PairRecipe:
 
     def key(self, role: str) -> str:
         """A hash of the fields ``role`` and the phases before it depend on, and of the corpus."""
-        fields: dict[str, Any] = {}
-        phase: str | None = role
-        while phase is not None:
-            parent, names = PHASES[phase]
-            fields.update({n: getattr(self, n) for n in names})
-            phase = parent
-        payload = {"role": role, **fields, "version": VERSION, "corpus": builtin_fingerprint()}
+        payload = {**role_recipe(self, role), "corpus": builtin_fingerprint()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def role_recipe(recipe: PairRecipe, role: str) -> dict[str, Any]:
+    """What determines ``role``'s weights: the role, the fields of its phase and the phases before, the version."""
+    fields: dict[str, Any] = {}
+    phase: str | None = role
+    while phase is not None:
+        parent, names = PHASES[phase]
+        fields.update({n: getattr(recipe, n) for n in names})
+        phase = parent
+    return {"role": role, **fields, "version": VERSION}
 
 
 def fact_task(recipe: PairRecipe) -> KeyFacts:
@@ -188,9 +203,22 @@ def role_path(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None
     return Path(cache_dir or default_cache_dir()) / "transplant_models" / f"{role}-{recipe.key(role)}"
 
 
+def shipped_path(recipe: PairRecipe, role: str) -> Path | None:
+    """The verified shipped folder of ``role`` when the package ships it for exactly this recipe, else None."""
+    name = SHIPPED.get(role)
+    if name is None or not shipped.matches(name, role_recipe(recipe, role)):
+        return None
+    return shipped.verified_folder(name)
+
+
+def locate_role(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None) -> Path:
+    """Where ``role``'s weights are (or will be cached): shipped for the default recipe, else the cache."""
+    return shipped_path(recipe, role) or role_path(recipe, role, cache_dir)
+
+
 def load_role(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None):
-    """``(model, tokenizer)`` of ``role``: cached, else trained now (once) and cached."""
-    path = role_path(recipe, role, cache_dir)
+    """``(model, tokenizer)`` of ``role``: shipped, else cached, else trained now (once) and cached."""
+    path = locate_role(recipe, role, cache_dir)
     if not (path / "train_report.json").is_file():
         log.info("no cached transplant %s at %s: training it now (once).", role, path)
         with torch.random.fork_rng():  # training on a cache miss must not move the caller's RNG
@@ -200,4 +228,51 @@ def load_role(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None
 
 
 def train_report(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None) -> dict[str, Any]:
-    return json.loads((role_path(recipe, role, cache_dir) / "train_report.json").read_text())
+    return json.loads((locate_role(recipe, role, cache_dir) / "train_report.json").read_text())
+
+
+def ship_roles(recipe: PairRecipe, cache_dir: str | Path | None = None, scores: dict[str, Any] | None = None,
+               overwrite: bool = False) -> list[Path]:
+    """Copy the cached predecessor, successor and instruct into ``grafting/assets`` (trained first if missing).
+
+    ``scores``: per role, measured scores to record in the manifest (e.g. the fact accuracy).
+    """
+    folders = []
+    for role, name in SHIPPED.items():
+        path = role_path(recipe, role, cache_dir)
+        if not (path / "train_report.json").is_file():
+            train_role(recipe, role, cache_dir)
+        report = json.loads((path / "train_report.json").read_text())
+        if report.get("key") != recipe.key(role):
+            raise ValueError(f"{path}: its report's key {report.get('key')} is not {recipe.key(role)}")
+        manifest_report = {**report, "recipe": role_recipe(recipe, role)}
+        extra = {"role": role, "key": recipe.key(role), "scores": (scores or {}).get(role, {})}
+        folders.append(shipped.ship(name, path, manifest_report, SHIP_COMMAND, overwrite=overwrite, extra=extra))
+    return folders
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``--ship``: ship the default recipe's roles from ``GRAFTING_CACHE_DIR`` (training what it lacks)."""
+    import argparse
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ship", action="store_true", help="copy the cached roles into grafting/assets")
+    args = parser.parse_args(argv)
+    if args.ship:
+        logging.basicConfig(level=logging.INFO)
+        conf = Path(__file__).resolve().parents[2] / "conf"
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=["stage=transplant"])
+        recipe = PairRecipe.from_dict(OmegaConf.to_container(cfg.transplant.models, resolve=True))
+        # The fact scores are measured by the stage (its target / source rows); kept while the key is unchanged.
+        old = {role: shipped.manifest(name) or {} for role, name in SHIPPED.items()}
+        scores = {role: m.get("scores", {}) for role, m in old.items() if m.get("key") == recipe.key(role)}
+        for folder in ship_roles(recipe, scores=scores, overwrite=True):
+            print(folder)
+
+
+if __name__ == "__main__":
+    main()
