@@ -335,7 +335,7 @@ COMPRESSOR: dict[str, Rule] = {
     "quantizer": Choice("rtn", "gptq"), "damp": Float(ge=0),
 }
 
-# The tiny transplant models' recipe (transplant.models; grafting.models.transplant_pair.PairRecipe).
+# The tiny transplant models' recipe (transplant.models; grafting.pretraining.transplant_pair.PairRecipe).
 TRANSPLANT_MODELS: dict[str, Rule] = {
     **_under(["arch"], ARCH), "tokenizer_vocab": Int(min=MIN_VOCAB), "init_seed": SEED,
     "known_fraction": Prob(), "task.n_keys": POS, "task.n_values": Int(min=2), "task.split_seed": SEED,

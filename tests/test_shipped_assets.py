@@ -9,10 +9,11 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 
 from grafting.errors import ArtifactError
-from grafting.models import shipped, transplant_pair
+from grafting.models import shipped
 from grafting.models.loading import build_random
 from grafting.models.pretrained_tiny import locate, recipe
-from grafting.models.transplant_pair import SHIPPED, role_path, role_recipe
+from grafting.pretraining import transplant_pair
+from grafting.pretraining.transplant_pair import SHIPPED, role_path, role_recipe
 from grafting.stages.transplant import recipe_from_config
 
 PAIR = ("tiny-vanilla", "tiny-host")
@@ -71,7 +72,7 @@ TRANSPLANT = tuple(SHIPPED.values())
 @pytest.mark.parametrize("name", TRANSPLANT)
 def test_every_shipped_transplant_file_matches_its_manifest_sha256(name):
     manifest = shipped.verify(name)
-    assert "python -m grafting.models.transplant_pair --ship" in manifest["command"]
+    assert "python -m grafting.pretraining.transplant_pair --ship" in manifest["command"]
     assert set(manifest["files"]) >= {"config.json", "model.safetensors", "tokenizer.json", "train_report.json"}
     assert manifest["role"] == manifest["recipe"]["role"] and "scores" in manifest
 

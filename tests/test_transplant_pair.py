@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from grafting.models.loading import build_random
 from grafting.models.tokenizer import builtin_tokenizer
-from grafting.models.transplant_pair import (
+from grafting.pretraining.transplant_pair import (
     PairRecipe,
     fact_task,
     instruct_examples,

@@ -2,7 +2,7 @@
 
 ``transplant.pair`` picks the models. ``generation``: target = the tiny Llama predecessor, source = its
 successor (trained longer, on more data); ``instruct``: target = the same predecessor (the base), source =
-the base after SFT on a mix of tasks (see :mod:`grafting.models.transplant_pair`); the task is their fact
+the base after SFT on a mix of tasks (see :mod:`grafting.pretraining.transplant_pair`); the task is their fact
 table. ``pair: null`` keeps the earlier setup: target = ``cfg.donor``, source = ``transplant.source``
 (``sft``, ``host``, a folder or a model spec), task = ``cfg.task``.
 
@@ -31,8 +31,8 @@ from grafting.errors import ConfigError
 from grafting.evaluation.suite import eval_device
 from grafting.evaluation.task_eval import evaluate_task
 from grafting.models.loading import load_model, same_tokenizer
-from grafting.models.transplant_pair import PairRecipe, fact_task, load_role
 from grafting.modules.causal_lm import CausalLMModule
+from grafting.pretraining.transplant_pair import PairRecipe, fact_task, load_role
 from grafting.run_context import RunContext
 from grafting.transplant import (
     SCORERS,

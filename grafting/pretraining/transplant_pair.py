@@ -21,7 +21,7 @@ the phase depends on and the corpus, like :mod:`grafting.models.pretrained_tiny`
 The stage's three models of the default recipe are **shipped** with the package
 (``grafting/assets/tiny-transplant-<role>``, see :mod:`grafting.models.shipped`): :func:`load_role` uses the
 shipped copy (every sha256 checked) when its manifest's recipe equals :func:`role_recipe`, so the default
-``stage=transplant`` trains nothing. ``python -m grafting.models.transplant_pair --ship`` regenerates them
+``stage=transplant`` trains nothing. ``python -m grafting.pretraining.transplant_pair --ship`` regenerates them
 (trains what the cache lacks, then copies the cached phases into the package).
 """
 
@@ -68,7 +68,7 @@ PHASES: dict[str, tuple[str | None, tuple[str, ...]]] = {
 }
 # The roles the transplant stage loads, shipped with the package (grafting/assets/<name>).
 SHIPPED = {role: f"tiny-transplant-{role}" for role in ("predecessor", "successor", "instruct")}
-SHIP_COMMAND = "OMP_NUM_THREADS=1 python -m grafting.models.transplant_pair --ship"
+SHIP_COMMAND = "OMP_NUM_THREADS=1 python -m grafting.pretraining.transplant_pair --ship"
 
 
 @dataclass
@@ -148,14 +148,14 @@ def instruct_examples(recipe: PairRecipe) -> list:
     return examples
 
 
-def _fit(model, dataset, tokenizer, cfg: dict[str, Any], seed: int) -> tuple[torch.nn.Module, float]:
-    """Train every weight of ``model`` on ``dataset`` for ``cfg['steps']`` steps; return it and the seconds."""
-    steps = int(cfg["steps"])
-    data = GraftingDataModule(dataset, None, tokenizer.pad_token_id, int(cfg["batch_size"]), seed=seed)
+def _fit(model, dataset, tokenizer, settings: dict[str, Any], seed: int) -> tuple[torch.nn.Module, float]:
+    """Train every weight of ``model`` on ``dataset`` for ``settings['steps']`` steps; return it and the seconds."""
+    steps = int(settings["steps"])
+    data = GraftingDataModule(dataset, None, tokenizer.pad_token_id, int(settings["batch_size"]), seed=seed)
     L.seed_everything(seed, workers=True)
-    module = CausalLMModule(model.train(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)),
-                            warmup_steps=min(int(cfg.get("warmup_steps", 0)), steps), max_steps=steps)
-    trainer = L.Trainer(max_steps=steps, accelerator=cfg.get("accelerator", "cpu"), devices=1, logger=False,
+    module = CausalLMModule(model.train(), lr=float(settings["lr"]), weight_decay=float(settings.get("weight_decay", 0.0)),
+                            warmup_steps=min(int(settings.get("warmup_steps", 0)), steps), max_steps=steps)
+    trainer = L.Trainer(max_steps=steps, accelerator=settings.get("accelerator", "cpu"), devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, gradient_clip_val=1.0)
     start = time.perf_counter()
