@@ -48,6 +48,7 @@ def _train(args: list[str]) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow  # about a minute of subprocess runs; CI runs it in its slow step
 def test_resume_reads_back_finished_steps(tmp_path):
     run_dir = tmp_path / "run"
     first = _train(["debug=smoke", f"hydra.run.dir={run_dir}", "checkpoint_every=2"])

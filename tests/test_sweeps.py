@@ -22,6 +22,7 @@ def _run(script: str, args: list[str], tmp_path: Path, timeout: int = 900) -> su
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # about a minute of subprocess runs; CI runs it in its slow step
 def test_multirun_with_local_host_and_aggregate(tmp_path):
     host, tokenizer = load_model({"source": "random", "seed": 3, "tokenizer_vocab": 4096, "arch": {
         "model_type": "gpt_neox", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -69,6 +69,7 @@ def test_wrong_layer_is_refused(saved):
         load_tuned_block(folder, donor, 0)
 
 
+@pytest.mark.slow  # about a minute of subprocess runs; CI runs it in its slow step
 def test_finetune_cache_is_reused_across_runs(tmp_path):
     """Two jobs with finetune.cache=true and the same seed: the second reads the first's block, trains nothing."""
     env = dict(os.environ, WANDB_MODE="disabled", GRAFTING_CACHE_DIR=str(tmp_path / "cache"))
