@@ -86,7 +86,6 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in keys)
 
 
-@pytest.mark.slow
 def _loopback_works() -> bool:
     """DDP's gloo rendezvous needs TCP on 127.0.0.1 (absent under ../shared/tools/no-network)."""
     import socket
@@ -101,6 +100,7 @@ def _loopback_works() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _loopback_works(), reason="no loopback network: DDP needs a TCP rendezvous")
 def test_ddp_on_two_processes_matches_one_process_with_twice_the_batch(tmp_path):
     one = _align(tmp_path, "one", "--devices", "1", "--batch-size", "8")
