@@ -2,7 +2,8 @@
 
 ``solver="adam"`` trains each translator for ``steps`` (from the identity, or from the least-squares
 optimum with ``init="lstsq"``); ``solver="lstsq"`` sets it to the closed-form MSE optimum on
-``lstsq_batches`` training batches and trains nothing. With a residual loss, each phase also reports
+``lstsq_batches`` training batches and trains nothing; ``solver="procrustes"`` likewise, to the best
+scaled rotation (orthogonal Procrustes; semi-orthogonal between different widths). With a residual loss, each phase also reports
 how far it ended from that optimum.
 """
 
@@ -32,7 +33,7 @@ class AlignConfig:
     weight_decay: float = 0.0
     val_check_interval: int = 100
     limit_val_batches: int = 4
-    solver: str = "adam"  # adam | lstsq
+    solver: str = "adam"  # adam | lstsq | procrustes
     init: str = "identity"  # identity | lstsq (adam only)
     lstsq_batches: int = 16
     loss: str = "residual"  # residual | logits (loss.kind)
@@ -103,7 +104,9 @@ def align_graft(grafted: torch.nn.Module, host: torch.nn.Module, donor: torch.nn
             history[phase] = manifest["history"]
             continue
         before = _mean_loss(module, held_out)
-        if config.solver == "lstsq" or config.init == "lstsq":
+        if config.solver in ("lstsq", "procrustes"):
+            module.fit_least_squares_(fit_batches, config.solver)
+        elif config.init == "lstsq":
             module.fit_least_squares_(fit_batches)
         if config.solver == "adam":
             fit(module, data, f"align_{phase}", int(config.steps),

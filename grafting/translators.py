@@ -74,6 +74,27 @@ def least_squares_map(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
     return solution[:-1].T.float(), solution[-1].float()
 
 
+def procrustes_map(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W, b)`` with ``W = s Q``, ``Q`` (semi-)orthogonal, minimising ``sum ||W x_n + b - y_n||^2``.
+
+    Orthogonal Procrustes with a scale and a shift: centre both sides, take the SVD
+    ``Y_c^T X_c = U S V^T``; then ``Q = U V^T`` (for rectangular maps, orthonormal columns or rows on
+    the shared ``min(d_in, d_out)``-dimensional subspace), ``s = tr(S) / ||X_c Q^T||^2`` and
+    ``b = mean(y) - W mean(x)``. Unlike least squares it cannot shrink or shear directions that are rare
+    in the fitting data: a rotation keeps every direction's length, the task's included.
+    """
+    x, y = x.double().cpu(), y.double().cpu()
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    u, sv, vh = torch.linalg.svd(yc.T @ xc, full_matrices=False)  # (d_out, r), (r,), (r, d_in)
+    q = u @ vh
+    scale = sv.sum() / (xc @ q.T).pow(2).sum().clamp_min(1e-30)  # the MSE-optimal scale for this Q
+    weight = scale * q
+    return weight.float(), (my - weight @ mx).float()
+
+
+CLOSED_FORMS = {"lstsq": least_squares_map, "procrustes": procrustes_map}
+
 TRANSLATORS: dict[str, type[nn.Module]] = {"linear": LinearTranslator, "affine": AffineTranslator}
 
 

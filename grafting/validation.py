@@ -383,7 +383,7 @@ RULES: dict[str, Rule] = {
     "finetune.batch_size": POS, "finetune.cache": Bool(),
     # align
     "align.steps": POS, "align.lr": LR, "align.weight_decay": DECAY, "align.val_check_interval": POS,
-    "align.limit_val_batches": COUNT, "align.solver": Choice("adam", "lstsq"),
+    "align.limit_val_batches": COUNT, "align.solver": Choice("adam", "lstsq", "procrustes"),
     "align.init": Choice("identity", "lstsq"), "align.lstsq_batches": POS,
     # evaluation
     "evaluation.task_points": POS, "evaluation.batch_size": POS, "evaluation.max_new_tokens": POS,

@@ -8,7 +8,7 @@ from grafting import surgery
 from grafting.grafted import build_grafted
 from grafting.losses import kl
 from grafting.modules.translator_align import TranslatorAlignModule
-from grafting.translators import build_translator, least_squares_map
+from grafting.translators import build_translator, least_squares_map, procrustes_map
 
 
 def _batches(n: int, vocab: int = 512, seed: int = 1):
@@ -50,6 +50,44 @@ def test_least_squares_recovers_an_affine_map(kind, d_in, d_out):
     translator = build_translator(kind, d_in, d_out)
     translator.set_map_(w_hat, b_hat)
     torch.testing.assert_close(translator(x), x @ weight.T + bias, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("d_in,d_out", [(8, 8), (6, 10), (10, 6)])
+def test_procrustes_recovers_a_scaled_rotation_and_shift(d_in, d_out):
+    """y = s Q x + t with Q (semi-)orthogonal: the closed form gives back s Q and t."""
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(max(d_in, d_out), max(d_in, d_out), generator=g, dtype=torch.float64))
+    q = q[:d_out, :d_in]  # orthonormal rows (narrowing) or columns (widening)
+    weight, bias = (1.7 * q).float(), torch.randn(d_out, generator=g)
+    # whitened inputs (centred, X^T X = I): a narrowing map is then recoverable exactly
+    a = torch.randn(300, d_in, generator=g, dtype=torch.float64)
+    x = (torch.linalg.qr(a - a.mean(0))[0] * 10 + torch.randn(d_in, generator=g, dtype=torch.float64)).float()
+    w_hat, b_hat = procrustes_map(x, x @ weight.T + bias)
+    torch.testing.assert_close(w_hat, weight, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(b_hat, bias, atol=1e-4, rtol=1e-4)
+
+
+def test_procrustes_is_the_best_rotation_not_the_best_map():
+    """On a map that shears, Procrustes keeps lengths (singular values all equal s) and its MSE is between
+    least squares (the optimum) and the identity; a brute-force check over random rotations never beats it."""
+    g = torch.Generator().manual_seed(1)
+    d = 5
+    x = torch.randn(400, d, generator=g)
+    shear = torch.eye(d) + 0.8 * torch.triu(torch.randn(d, d, generator=g), 1)
+    y = x @ shear.T
+    w, b = procrustes_map(x, y)
+    sv = torch.linalg.svdvals(w)
+    torch.testing.assert_close(sv, sv[0].expand_as(sv), atol=1e-4, rtol=1e-4)
+
+    def err(weight, bias):
+        return (x @ weight.T + bias - y).pow(2).sum().item()
+
+    w_ls, b_ls = least_squares_map(x, y)
+    assert err(w_ls, b_ls) <= err(w, b) <= err(torch.eye(d), torch.zeros(d))
+    for _ in range(200):
+        rot, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
+        s = ((x @ rot.T) * y).sum() / (x @ rot.T).pow(2).sum()  # best scale for that rotation
+        assert err(w, b) <= err(s * rot, y.mean(0) - s * rot @ x.mean(0)) + 1e-3
 
 
 @pytest.mark.parametrize("phase", ["pre", "post"])

@@ -27,7 +27,7 @@ from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
 from grafting.graft_block import graft_of
 from grafting.losses import KINDS, READINGS, get_distance
-from grafting.translators import least_squares_map
+from grafting.translators import CLOSED_FORMS
 
 PHASES = ("pre", "post")
 
@@ -142,9 +142,10 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
             ys.append(y[keep].float().cpu())
         return torch.cat(xs), torch.cat(ys)
 
-    def fit_least_squares_(self, batches) -> None:
-        """Set the translator to the MSE optimum on the residuals captured from ``batches``."""
-        weight, bias = least_squares_map(*self.captured(batches))
+    def fit_least_squares_(self, batches, solver: str = "lstsq") -> None:
+        """Set the translator to a closed form fitted on the residuals captured from ``batches``:
+        the MSE optimum (``lstsq``) or the best scaled rotation (``procrustes``)."""
+        weight, bias = CLOSED_FORMS[solver](*self.captured(batches))
         device = next(self.translator.parameters()).device
         self.translator.set_map_(weight.to(device), bias.to(device))
 
