@@ -35,7 +35,7 @@ from grafting.errors import ConfigError
 from grafting.evaluation.language_eval import LanguageSettings
 from grafting.evaluation.suite import EvalSettings, evaluate_models
 from grafting.finetuning import FinetuneConfig, finetune_block, finetune_or_resume, task_data
-from grafting.grafted import build_grafted, graft_of, load_graft_, swap_donor_block_
+from grafting.grafted import build_grafted, graft_of, load_graft_, span_of, swap_donor_block_
 from grafting.grafted import save_graft as save_graft_with_manifest
 from grafting.models.loading import load_model, same_tokenizer
 from grafting.plain import plain_dict
@@ -108,12 +108,12 @@ def load_pair(host: str | Mapping[str, Any], donor: str | Mapping[str, Any],
 
 
 def build_graft(host: torch.nn.Module, donor: torch.nn.Module, layer: int, dest: int | None = None,
-                translator: str = "linear", block: torch.nn.Module | None = None) -> torch.nn.Module:
+                translator: str = "linear", block: torch.nn.Module | None = None, span: int = 1) -> torch.nn.Module:
     """A copy of ``host`` with donor block ``layer`` (or ``block``) between identity translators at ``dest``.
 
-    ``dest`` defaults to ``layer`` (the same depth).
+    ``dest`` defaults to ``layer`` (the same depth); ``span`` > 1 grafts donor blocks ``layer..layer+span-1``.
     """
-    return build_grafted(host, donor, layer, layer if dest is None else dest, translator, block=block)
+    return build_grafted(host, donor, layer, layer if dest is None else dest, translator, block=block, span=span)
 
 
 def _translator_kind(grafted: torch.nn.Module) -> str:
@@ -123,7 +123,7 @@ def _translator_kind(grafted: torch.nn.Module) -> str:
 def save_graft(grafted: torch.nn.Module, folder: str | Path, overwrite: bool = False) -> Path:
     """Save the graft (translators + donor block) with the spec :func:`load_graft` rebuilds it from."""
     dest, graft = graft_of(grafted)
-    spec = {"layer": graft.layer, "dest": dest, "translator": _translator_kind(grafted)}
+    spec = {"layer": graft.layer, "dest": dest, "translator": _translator_kind(grafted), "span": span_of(graft)}
     return save_graft_with_manifest(grafted, folder, {"graft": spec}, overwrite=overwrite)
 
 
@@ -133,7 +133,7 @@ def load_graft(host: torch.nn.Module, donor: torch.nn.Module, folder: str | Path
     if "layer" not in spec:
         raise ConfigError("graft.layer", f"{folder}: the manifest does not say which donor block it holds.")
     grafted = build_grafted(host, donor, int(spec["layer"]), int(spec.get("dest", spec["layer"])),
-                            str(spec.get("translator", "linear")))
+                            str(spec.get("translator", "linear")), span=int(spec.get("span", 1)))
     load_graft_(grafted, folder)
     return grafted
 

@@ -14,8 +14,16 @@ from torch import nn
 from grafting import surgery
 
 
+class SkippedBlock(nn.Module):
+    """Holds a host position that a span graft covers: the residual passes through unchanged."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return hidden_states
+
+
 class GraftedBlock(nn.Module):
-    """Pre-T, a donor block and Post-T, called exactly like the host block it replaces."""
+    """Pre-T, a donor block (then ``following`` donor blocks, for a span) and Post-T, called exactly like
+    the host block it replaces."""
 
     def __init__(
         self,
@@ -25,11 +33,15 @@ class GraftedBlock(nn.Module):
         rotary: nn.Module | None = None,
         donor_config: Any = None,
         layer: int | None = None,
+        following: list[nn.Module] | None = None,
     ):
         super().__init__()
         self.pre_translator = pre
         self.block = block
         self.post_translator = post
+        # A span graft (graft.span = m): donor blocks i+1..i+m-1 run after the (tuned) block i, inside the
+        # translators; the host positions j+1..j+m-1 they cover hold SkippedBlocks.
+        self.following = nn.ModuleList(following or [])
         # The donor's own rotary embedding: its head size or base may differ from the host's.
         self.rotary = rotary
         # Where the block came from (donor config, donor block index): what a saved model needs to rebuild it.
@@ -41,9 +53,16 @@ class GraftedBlock(nn.Module):
         if self.rotary is not None and kwargs.get("position_embeddings") is not None:
             kwargs["position_embeddings"] = self.rotary(h, position_ids=kwargs.get("position_ids"))
         out = self.block(h, *args, **kwargs)
+        for block in self.following:
+            out = block(out[0] if isinstance(out, tuple) else out, *args, **kwargs)
         if isinstance(out, tuple):  # some architectures still return (hidden, ...) tuples
             return (self.post_translator(out[0]), *out[1:])
         return self.post_translator(out)
+
+
+def span_of(graft: GraftedBlock) -> int:
+    """How many donor blocks the graft holds (``graft.span``)."""
+    return 1 + len(graft.following)
 
 
 def graft_of(grafted: nn.Module) -> tuple[int, GraftedBlock]:

@@ -23,15 +23,15 @@ from transformers import PreTrainedModel
 from grafting import surgery
 from grafting.artifacts import load_tensors_with_manifest, save_tensors_with_manifest
 from grafting.errors import ArtifactError, ConfigError
-from grafting.graft_block import GraftedBlock, graft_of
+from grafting.graft_block import GraftedBlock, SkippedBlock, graft_of, span_of
 from grafting.hf_grafted import save_as_hf_grafted_
 from grafting.translators import build_translator
 
-__all__ = ["GraftedBlock", "build_grafted", "graft_of", "load_graft_", "save_graft", "swap_donor_block_",
-           "validate_graft"]
+__all__ = ["GraftedBlock", "SkippedBlock", "build_grafted", "graft_of", "load_graft_", "save_graft", "span_of",
+           "swap_donor_block_", "validate_graft"]
 
 
-def validate_graft(host: nn.Module, donor: nn.Module, layer: int, dest: int) -> None:
+def validate_graft(host: nn.Module, donor: nn.Module, layer: int, dest: int, span: int = 1) -> None:
     """Check a graft spec before any compute; errors name the config key."""
     if surgery.architecture(host).family != surgery.architecture(donor).family:
         raise ConfigError(
@@ -41,6 +41,12 @@ def validate_graft(host: nn.Module, donor: nn.Module, layer: int, dest: int) -> 
         )
     surgery.check_block_index(donor, layer, "graft.layer")
     surgery.check_block_index(host, dest, "graft.dest")
+    if span < 1:
+        raise ConfigError("graft.span", f"graft.span must be at least 1, got {span}.")
+    for name, model, start, key in (("donor", donor, layer, "graft.layer"), ("host", host, dest, "graft.dest")):
+        if start + span > surgery.num_blocks(model):
+            raise ConfigError("graft.span", f"a span of {span} blocks from {key}={start} runs past the "
+                                            f"{name}'s {surgery.num_blocks(model)} blocks.")
 
 
 def build_grafted(
@@ -50,6 +56,7 @@ def build_grafted(
     dest: int,
     translator: str = "linear",
     block: nn.Module | None = None,
+    span: int = 1,
 ) -> PreTrainedModel:
     """A copy of ``host`` whose block ``dest`` is replaced by a :class:`GraftedBlock`.
 
@@ -60,11 +67,16 @@ def build_grafted(
         dest: host position ``graft.dest``.
         translator: kind of Pre-T / Post-T (``graft.translator``).
         block: the block to graft; defaults to a copy of ``donor``'s block ``layer``.
+        span: ``graft.span``: donor blocks ``layer..layer+span-1`` (``block`` first) replace host blocks
+            ``dest..dest+span-1``; the host positions after ``dest`` pass the residual through.
     """
-    validate_graft(host, donor, layer, dest)
+    validate_graft(host, donor, layer, dest, span)
     d_host, d_donor = surgery.hidden_size(host), surgery.hidden_size(donor)
     block = copy.deepcopy(block if block is not None else surgery.get_blocks(donor)[layer])
     surgery.set_attention_layer_idx_(block, dest)  # it takes host block j's KV-cache slot
+    following = [copy.deepcopy(b) for b in surgery.get_blocks(donor)[layer + 1:layer + span]]
+    for k, b in enumerate(following, start=1):
+        surgery.set_attention_layer_idx_(b, dest + k)  # the KV-cache slot of the host block it covers
     rotary = surgery.rotary_embedding(donor)
     graft = GraftedBlock(
         block,
@@ -73,9 +85,12 @@ def build_grafted(
         copy.deepcopy(rotary) if rotary is not None else None,
         donor_config=copy.deepcopy(donor.config),
         layer=layer,
+        following=following,
     )
     grafted = copy.deepcopy(host)
     surgery.swap_block_(grafted, dest, graft)
+    for k in range(1, span):
+        surgery.swap_block_(grafted, dest + k, SkippedBlock())
     save_as_hf_grafted_(grafted)
     grafted.eval()
     return grafted
@@ -95,7 +110,7 @@ def save_graft(grafted: nn.Module, folder: str | Path, manifest: dict[str, Any],
     """Save the graft (translators + donor block) as safetensors + manifest; the host is named, not copied."""
     dest, graft = graft_of(grafted)
     tensors = {k: v for k, v in graft.state_dict().items() if not k.startswith("rotary.")}
-    manifest = dict(manifest, kind="graft", dest=dest)
+    manifest = dict(manifest, kind="graft", dest=dest, span=span_of(graft))
     return save_tensors_with_manifest(folder, tensors, manifest, overwrite=overwrite)
 
 
@@ -107,6 +122,8 @@ def load_graft_(grafted: nn.Module, folder: str | Path) -> dict[str, Any]:
     dest, graft = graft_of(grafted)
     if manifest["dest"] != dest:
         raise ArtifactError(f"{folder} was saved for graft.dest={manifest['dest']}, the model has {dest}.")
+    if int(manifest.get("span", 1)) != span_of(graft):
+        raise ArtifactError(f"{folder} was saved for graft.span={manifest.get('span', 1)}, the model has {span_of(graft)}.")
     missing, unexpected = graft.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.startswith("rotary.")]
     if missing or unexpected:

@@ -20,6 +20,7 @@ class GraftedConfig(PretrainedConfig):
     layer: int = 0  # donor block (graft.layer)
     dest: int = 0  # host position it replaces (graft.dest)
     translator: str = "linear"
+    span: int = 1  # donor blocks layer..layer+span-1 over host blocks dest..dest+span-1 (graft.span)
 
     def host_config(self) -> PretrainedConfig:
         return AutoConfig.for_model(**self.host)

@@ -26,7 +26,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.models.auto.modeling_auto import AutoModelForCausalLM
 
 from grafting import surgery
-from grafting.graft_block import GraftedBlock, graft_of
+from grafting.graft_block import GraftedBlock, SkippedBlock, graft_of, span_of
 from grafting.hf_config import GraftedConfig
 from grafting.translators import TRANSLATORS, build_translator
 
@@ -43,8 +43,11 @@ def _build_graft(config: GraftedConfig, host: PreTrainedModel) -> GraftedBlock:
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config.donor_config())
     donor_config = skeleton.config
-    block = type(surgery.get_blocks(skeleton)[config.layer])(donor_config, config.layer)
-    surgery.set_attention_layer_idx_(block, config.dest)  # it takes host block dest's KV-cache slot
+    blocks = []
+    for k in range(int(config.span)):
+        block = type(surgery.get_blocks(skeleton)[config.layer + k])(donor_config, config.layer + k)
+        surgery.set_attention_layer_idx_(block, config.dest + k)  # it takes host block dest+k's KV-cache slot
+        blocks.append(block)
     rotary = surgery.rotary_embedding(skeleton)
     d_host, d_donor = surgery.hidden_size(host), int(donor_config.hidden_size)
     pre = build_translator(config.translator, d_host, d_donor)
@@ -53,8 +56,8 @@ def _build_graft(config: GraftedConfig, host: PreTrainedModel) -> GraftedBlock:
         _keep_weights_(pre)
         _keep_weights_(post)
     return GraftedBlock(
-        block, pre, post, type(rotary)(config=donor_config) if rotary is not None else None,
-        donor_config=donor_config, layer=config.layer,
+        blocks[0], pre, post, type(rotary)(config=donor_config) if rotary is not None else None,
+        donor_config=donor_config, layer=config.layer, following=blocks[1:],
     )
 
 
@@ -89,6 +92,8 @@ class GraftedForCausalLM(PreTrainedModel, GenerationMixin):
             # The default dtype is what from_pretrained(dtype=...) asked for; the host config's would win.
             host = AutoModelForCausalLM.from_config(config.host_config(), dtype=torch.get_default_dtype())
             surgery.swap_block_(host, config.dest, _build_graft(config, host))
+            for k in range(1, int(config.span)):
+                surgery.swap_block_(host, config.dest + k, SkippedBlock())
             save_as_hf_grafted_(host)
         else:
             _keep_weights_(host)  # an existing grafted model: use its weights as they are
@@ -132,7 +137,7 @@ def to_hf_grafted(
         kind = type(graft.pre_translator).__name__
         raise ValueError(f"unknown translator type {kind}; known: {sorted(TRANSLATORS)}.")
     config = GraftedConfig(host=grafted.config.to_dict(), donor=donor_config.to_dict(),
-                           layer=int(layer), dest=dest, translator=kinds[0])
+                           layer=int(layer), dest=dest, translator=kinds[0], span=span_of(graft))
     return GraftedForCausalLM(config, host=grafted)
 
 

@@ -356,6 +356,8 @@ RULES: dict[str, Rule] = {
     "paths.root_dir": Str(), "paths.log_dir": Str(), "paths.output_dir": Str(), "paths.cache_dir": Str(),
     # stage/
     "stage.name": Choice(*STAGES), "stage.ship": Bool(),
+    # stage/diagnose.yaml: the pipeline run folder(s) to read (required by the stage itself), prompts read
+    "stage.run_dir": OneOrList(Str(), nullable=True), "stage.n_prompts": POS,
     # stage/pretrain_mlm.yaml: the offline MLM scorer (a tiny BERT)
     "stage.recipe.seed": SEED, "stage.recipe.vocab_size": POS, **_under(["stage.recipe.arch"], ARCH),
     **_under(["stage.recipe.pretrain"], {**PRETRAIN, "mask_prob": Float(gt=0, lt=1)}),
@@ -365,7 +367,7 @@ RULES: dict[str, Rule] = {
     # host/, donor/ (model/)
     **_under(["host", "donor"], MODEL),
     # layer/ (@package graft)
-    "graft.layer": COUNT, "graft.dest": COUNT, "graft.strategy": Choice(*STRATEGIES),
+    "graft.layer": COUNT, "graft.dest": COUNT, "graft.span": POS, "graft.strategy": Choice(*STRATEGIES),
     "graft.translator": Choice(*TRANSLATORS), "graft.tuned_block": Str(nullable=True),
     # task
     "task.kind": Choice(*TASK_KINDS), **_under(["task"], MODADD),

@@ -25,7 +25,7 @@ from torch import nn
 from grafting import surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
-from grafting.graft_block import graft_of
+from grafting.graft_block import graft_of, span_of
 from grafting.losses import KINDS, READINGS, get_distance
 from grafting.translators import CLOSED_FORMS
 
@@ -97,11 +97,12 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         try:
             with torch.no_grad():
                 surgery.residual_before(self.grafted, ids, self.dest + 1, mask)
-                # The host's residual entering block j+1 is its block j applied to the same input,
-                # called with the same masks and position embeddings the graft received.
-                host_block = surgery.get_blocks(self.host)[self.dest]
-                target = host_block(captured["hidden"], *captured["args"], **captured["kwargs"])
-                target = target[0] if isinstance(target, tuple) else target
+                # The host's residual entering block j+span is its blocks j..j+span-1 applied to the
+                # same input, called with the same masks and position embeddings the graft received.
+                target = captured["hidden"]
+                for host_block in surgery.get_blocks(self.host)[self.dest:self.dest + span_of(self.graft)]:
+                    target = host_block(target, *captured["args"], **captured["kwargs"])
+                    target = target[0] if isinstance(target, tuple) else target
         finally:
             for h in handles:
                 h.remove()

@@ -17,7 +17,8 @@ def run(cfg) -> dict[str, Any]:
         layer = int(cfg.graft.layer)
         tuned = api.load_tuned_block(cfg.graft.tuned_block, donor, layer) if cfg.graft.tuned_block else None
         start = tuned if (tuned is not None and cfg.graft.strategy == "direct") else None
-        grafted = api.build_graft(host, donor, layer, int(cfg.graft.dest), cfg.graft.translator, block=start)
+        grafted = api.build_graft(host, donor, layer, int(cfg.graft.dest), cfg.graft.translator, block=start,
+                                  span=int(cfg.graft.get("span", 1)))
         history = align_from_config(ctx, grafted, host, donor, tokenizer)
         if tuned is not None and cfg.graft.strategy == "original":
             api.swap_donor_block_(grafted, tuned)

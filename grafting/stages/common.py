@@ -57,7 +57,7 @@ def load_pair(ctx: RunContext) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
     if not same_tokenizer(tokenizer, host_tokenizer):
         raise ConfigError("host", f"host {cfg.host.name!r} and donor {cfg.donor.name!r} use different tokenizers; "
                                   "alignment compares the two models on the same tokens.")
-    validate_graft(host, donor, int(cfg.graft.layer), int(cfg.graft.dest))
+    validate_graft(host, donor, int(cfg.graft.layer), int(cfg.graft.dest), int(cfg.graft.get("span", 1)))
     return donor, host, tokenizer
 
 

@@ -45,7 +45,7 @@ def rebuild_pipeline_models(run_cfg: DictConfig, run_dir: Path, cache_dir: str) 
     host, _ = _load(run_cfg.host, "host", cache_dir)
     layer, dest = int(run_cfg.graft.layer), int(run_cfg.graft.dest)
     tuned = with_block(donor, layer, load_tuned_block(run_dir / "tuned_block", donor, layer))
-    grafted = build_grafted(host, donor, layer, dest, run_cfg.graft.translator)
+    grafted = build_grafted(host, donor, layer, dest, run_cfg.graft.translator, span=int(run_cfg.graft.get("span", 1)))
     load_graft_(grafted, run_dir / "graft")
     return {"Tuned": tuned, "Grafted": grafted, "Vanilla": donor, "Host": host}, tokenizer, host
 

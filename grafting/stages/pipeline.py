@@ -30,7 +30,8 @@ def run(cfg) -> dict[str, Any]:
 
         # original: align around the vanilla block, then swap in the tuned one; direct: tuned from the start.
         start = tuned_block if cfg.graft.strategy == "direct" else None
-        grafted = api.build_graft(host, donor, layer, dest, cfg.graft.translator, block=start)
+        span = int(cfg.graft.get("span", 1))
+        grafted = api.build_graft(host, donor, layer, dest, cfg.graft.translator, block=start, span=span)
         history = align_from_config(ctx, grafted, host, donor, tokenizer)
         controls = {}
         if cfg.evaluation.get("controls", True):
@@ -38,7 +39,7 @@ def run(cfg) -> dict[str, Any]:
             if cfg.graft.strategy == "direct":
                 api.swap_donor_block_(controls["VanillaGraft"], surgery.get_blocks(donor)[layer])
             controls["IdentityGraft"] = api.build_graft(host, donor, layer, dest, cfg.graft.translator,
-                                                        block=tuned_block)
+                                                        block=tuned_block, span=span)
         if cfg.graft.strategy == "original":
             api.swap_donor_block_(grafted, tuned_block)
         api.save_graft_with_manifest(grafted, ctx.run_dir / "graft", {"graft": plain(cfg.graft)},
