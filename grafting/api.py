@@ -31,10 +31,11 @@ from grafting.artifacts import MANIFEST, model_fingerprint
 from grafting.data.corpus import TextSource
 from grafting.data.datamodule import DataSpec, build_datamodule
 from grafting.data.modular import ModularAddition
+from grafting.distillation import DistillConfig, distill_translators
 from grafting.errors import ConfigError
 from grafting.evaluation.language_eval import LanguageSettings
 from grafting.evaluation.suite import EvalSettings, evaluate_models
-from grafting.finetuning import FinetuneConfig, finetune_block, finetune_or_resume, task_data
+from grafting.finetuning import FinetuneConfig, finetune_block, finetune_or_resume, lora_rank_for, task_data
 from grafting.grafted import build_grafted, graft_of, load_graft_, span_of, swap_donor_block_
 from grafting.grafted import save_graft as save_graft_with_manifest
 from grafting.models.loading import load_model, same_tokenizer
@@ -57,9 +58,10 @@ from grafting.transplant import (
 from grafting.tuned_block import load_tuned_block, save_tuned_block
 
 __all__ = [
-    "AlignConfig", "DataSpec", "EvalSettings", "FinetuneConfig", "Fit", "LanguageSettings", "ModularAddition",
+    "AlignConfig", "DataSpec", "DistillConfig", "EvalSettings", "FinetuneConfig", "Fit", "LanguageSettings", "ModularAddition",
     "Pair", "TextSource", "align", "apply_skillpacks", "build_datamodule", "build_graft", "build_skillpack",
-    "evaluate", "export_merged", "finetune_block", "finetune_or_resume", "load_graft", "load_model", "load_pair", "load_skillpack",
+    "distill_translators",
+    "evaluate", "export_merged", "finetune_block", "finetune_or_resume", "graft_of", "lora_rank_for", "load_graft", "load_model", "load_pair", "load_skillpack",
     "load_tuned_block", "model_spec", "plain_fit", "save_graft", "save_graft_with_manifest", "save_skillpack", "save_tuned_block",
     "swap_donor_block_", "task_data", "transplant_sweep",
 ]

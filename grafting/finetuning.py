@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from grafting import surgery
 from grafting.artifacts import atomic_dir
 from grafting.data.datamodule import DataSpec, GraftingDataModule, build_datamodule, data_spec
 from grafting.data.modular import ModularAddition
@@ -56,6 +57,16 @@ def finetune_block(donor: torch.nn.Module, layer: int, data: Any, config: Finetu
                                  weight_decay=config.weight_decay)
     fit(module, data, "finetune", config.steps, limit_val_batches=0)
     return module
+
+
+def lora_rank_for(model: torch.nn.Module, layer: int, params: int) -> int:
+    """The LoRA rank on block ``layer``'s linears (the family's LoRA targets) closest to ``params`` parameters."""
+    arch = surgery.architecture(model)
+    block = surgery.get_blocks(model)[layer]
+    # a rank-r adapter on a (d_out x d_in) weight has r (d_in + d_out) parameters (GPT-2's Conv1D included)
+    per_rank = sum(sum(m.weight.shape) for name, m in block.named_modules()
+                   if name.rsplit(".", 1)[-1] in arch.lora_targets and getattr(m, "weight", None) is not None)
+    return max(1, round(params / per_rank))
 
 
 def finetune_or_resume(donor: torch.nn.Module, layer: int, data: Callable[[], Any], config: FinetuneConfig, *,

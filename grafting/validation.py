@@ -356,8 +356,8 @@ RULES: dict[str, Rule] = {
     "paths.root_dir": Str(), "paths.log_dir": Str(), "paths.output_dir": Str(), "paths.cache_dir": Str(),
     # stage/
     "stage.name": Choice(*STAGES), "stage.ship": Bool(),
-    # stage/diagnose.yaml: the pipeline run folder(s) to read (required by the stage itself), prompts read
-    "stage.run_dir": OneOrList(Str(), nullable=True), "stage.n_prompts": POS,
+    # stage/diagnose.yaml: a list of pipeline run folders (null here; the stage itself requires them)
+    "stage.run_dir": ListOf(Str(), nullable=True), "stage.n_prompts": POS,
     # stage/pretrain_mlm.yaml: the offline MLM scorer (a tiny BERT)
     "stage.recipe.seed": SEED, "stage.recipe.vocab_size": POS, **_under(["stage.recipe.arch"], ARCH),
     **_under(["stage.recipe.pretrain"], {**PRETRAIN, "mask_prob": Float(gt=0, lt=1)}),
@@ -386,6 +386,9 @@ RULES: dict[str, Rule] = {
     # align
     "align.steps": POS, "align.lr": LR, "align.weight_decay": DECAY, "align.val_check_interval": POS,
     "align.limit_val_batches": COUNT, "align.solver": Choice("adam", "lstsq", "procrustes"),
+    "align.method": Choice("paper", "distill"), "evaluation.host_lora": Bool(), "align.distill.steps": POS, "align.distill.lr": LR,
+    "align.distill.weight_decay": DECAY, "align.distill.task_weight": DECAY,
+    "align.distill.text_weight": DECAY, "align.distill.eval_batches": POS,
     "align.init": Choice("identity", "lstsq"), "align.lstsq_batches": POS,
     # evaluation
     "evaluation.task_points": POS, "evaluation.batch_size": POS, "evaluation.max_new_tokens": POS,

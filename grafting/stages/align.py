@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from grafting import api
+from grafting.errors import ConfigError
 from grafting.plain import plain
 from grafting.run_context import RunContext
 from grafting.stages.common import align_from_config, load_pair
 
 
 def run(cfg) -> dict[str, Any]:
+    if cfg.align.get("method", "paper") != "paper":
+        raise ConfigError("align.method", f"stage=align runs the paper's two phases only; align.method="
+                                          f"{cfg.align.method} needs the tuned donor: use stage=pipeline.")
     ctx = RunContext.from_config(cfg)
     try:
         donor, host, tokenizer = load_pair(ctx)

@@ -5,6 +5,7 @@ Not a stage itself: stages import this module, never each other.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import fields
@@ -67,16 +68,34 @@ def finetune_or_resume(ctx: RunContext, donor, tokenizer) -> tuple[torch.nn.Modu
     cfg = ctx.cfg
     config = finetune_config(cfg)
 
-    def data():
-        return api.task_data(task_from_config(cfg.task), tokenizer, config.batch_size, int(cfg.seed),
-                             data_spec(cfg.dataloader))
-
     return api.finetune_or_resume(
-        donor, int(cfg.graft.layer), data, config, folder=ctx.run_dir / "tuned_block",
+        donor, int(cfg.graft.layer), lambda: task_datamodule(cfg, tokenizer), config, folder=ctx.run_dir / "tuned_block",
         cache=tuned_block_cache_path(ctx, donor) if cfg.finetune.get("cache", False) else None,
         resume=bool(cfg.get("resume", False)), overwrite=bool(cfg.get("overwrite", False)),
         write_cache=ctx.is_global_zero, manifest={"donor": plain(cfg.donor), "finetune": plain(cfg.finetune)},
         fit=ctx.fit, reseed=ctx.reseed)
+
+
+def task_datamodule(cfg, tokenizer):
+    """The fine-tuning task's training batches (``finetune.batch_size``)."""
+    return api.task_data(task_from_config(cfg.task), tokenizer, int(cfg.finetune.batch_size), int(cfg.seed),
+                         data_spec(cfg.dataloader))
+
+
+def host_lora_control(ctx: RunContext, host, grafted, tokenizer) -> torch.nn.Module:
+    """The host with LoRA on block ``graft.dest`` trained on the task (``finetune``'s recipe and steps), its rank
+    chosen so that it has as many trainable parameters as the graft's two translators: what grafting
+    competes with."""
+    cfg = ctx.cfg
+    _, graft = api.graft_of(grafted)
+    budget = sum(p.numel() for t in (graft.pre_translator, graft.post_translator) for p in t.parameters())
+    rank = api.lora_rank_for(host, int(cfg.graft.dest), budget)
+    config = dataclasses.replace(finetune_config(cfg), method="lora", lora_r=rank, lora_alpha=2 * rank)
+    module = api.finetune_block(host, int(cfg.graft.dest), task_datamodule(cfg, tokenizer), config, fit=ctx.fit,
+                                reseed=ctx.reseed)
+    trained = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+    ctx.log_metrics({"rank": rank, "params": trained, "translator_params": budget}, prefix="HostLoRA/")
+    return module.tuned_model()
 
 
 def tuned_block_cache_path(ctx: RunContext, donor) -> Path:
@@ -112,4 +131,18 @@ def align_from_config(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[
     history = api.align(grafted, host, donor, data, align_config(cfg), layer=int(cfg.graft.layer), fit=ctx.fit,
                         reseed=ctx.reseed, save_dir=ctx.run_dir / "align", resume=bool(cfg.get("resume", False)))
     ctx.log_metrics({f"{p}/{k}": v for p, h in history.items() for k, v in h.items()}, prefix="align/")
+    return history
+
+
+def distill_from_config(ctx: RunContext, grafted, host, teacher, tokenizer, name: str = "distill") -> dict[str, Any]:
+    """``align.method=distill``'s phase (:func:`grafting.distillation.distill_translators`) on the task's
+    training data and ``cfg.dataloader``, saved under ``<run>/align/<name>``."""
+    cfg = ctx.cfg
+    node = plain_dict(cfg.align.distill)
+    config = api.DistillConfig(**{f.name: node[f.name] for f in fields(api.DistillConfig) if f.name in node})
+    text = build_datamodule(cfg.dataloader, cfg.task, tokenizer, int(cfg.seed))
+    history = api.distill_translators(grafted, host, teacher, task_datamodule(cfg, tokenizer), text, config,
+                                      fit=ctx.fit, reseed=ctx.reseed, save_dir=ctx.run_dir / "align" / name,
+                                      resume=bool(cfg.get("resume", False)), stage=f"align_{name}")
+    ctx.log_metrics(history, prefix=f"align/{name}/")
     return history

@@ -18,7 +18,14 @@ from grafting import api, surgery
 from grafting.evaluation.tables import pipeline_markdown
 from grafting.plain import plain
 from grafting.run_context import RunContext
-from grafting.stages.common import align_from_config, evaluate, finetune_or_resume, load_pair
+from grafting.stages.common import (
+    align_from_config,
+    distill_from_config,
+    evaluate,
+    finetune_or_resume,
+    host_lora_control,
+    load_pair,
+)
 
 
 def run(cfg) -> dict[str, Any]:
@@ -42,9 +49,18 @@ def run(cfg) -> dict[str, Any]:
                                                         block=tuned_block, span=span)
         if cfg.graft.strategy == "original":
             api.swap_donor_block_(grafted, tuned_block)
+        if cfg.align.get("method", "paper") == "distill":
+            # the task-logit phase, and the same phase for the vanilla-block control (what the translators
+            # learn by themselves); the identity control stays untrained
+            history["distill"] = distill_from_config(ctx, grafted, host, tuned_model, tokenizer)
+            if "VanillaGraft" in controls:
+                history["distill_vanilla"] = distill_from_config(ctx, controls["VanillaGraft"], host, tuned_model,
+                                                                 tokenizer, name="distill_vanilla")
         api.save_graft_with_manifest(grafted, ctx.run_dir / "graft", {"graft": plain(cfg.graft)},
                                      overwrite=bool(cfg.get("overwrite", False) or cfg.get("resume", False)))
 
+        if cfg.evaluation.get("host_lora", False):
+            controls["HostLoRA"] = host_lora_control(ctx, host, grafted, tokenizer)
         models = {"Tuned": tuned_model, "Grafted": grafted, **controls, "Vanilla": donor, "Host": host}
         cache = ctx.cache_dir if cfg.evaluation.get("cache", False) else None
         scores = evaluate(cfg, models, tokenizer, host=host, cache_dir=cache)
