@@ -175,6 +175,18 @@ def samples(jobs: list[Job], models: tuple[str, ...] = ("Tuned", "Grafted", "Van
     return lines
 
 
+def fact_share(group: list[Job]) -> list[str]:
+    """Share of the tuned donor's fact gain over the vanilla-block control that each graft carries, per seed:
+    (model's fact - VanillaGraft's fact) / (Tuned's fact - Vanilla's fact)."""
+    lines = ["| model | fact | share of the tuned donor's fact gain |", "|---|---|---|"]
+    for model in ("Grafted", "IdentityGraft", "VanillaGraft"):
+        shares = [(j.metric(model, "fact") - j.metric("VanillaGraft", "fact"))
+                  / max(j.metric("Tuned", "fact") - j.metric("Vanilla", "fact"), 1e-9) for j in group]
+        lines.append(f"| {model} | {format_interval(interval(group, model, 'fact'))} | "
+                     f"{format_interval(bootstrap_interval(shares))} |")
+    return lines
+
+
 def provenance(jobs: list[Job]) -> str:
     prov = [j.results.get("provenance") or {} for j in jobs]
     commits = sorted({str((p.get("git") or {}).get("commit"))[:10] for p in prov})
@@ -185,7 +197,7 @@ def provenance(jobs: list[Job]) -> str:
 
 
 def build(runs: Path) -> str:
-    jobs = load_jobs(runs)
+    jobs = [j for j in load_jobs(runs) if j.experiment in EXPERIMENTS or j.experiment == PROTOCOL]
     protocol = [j for j in jobs if j.experiment == PROTOCOL]
     if not protocol:
         raise SystemExit(f"no {PROTOCOL} runs under {runs}: run `bash docs/replicate.sh` first")
@@ -206,6 +218,9 @@ def build(runs: Path) -> str:
         parts += [f"### {title}", "", commands(settings, name) + ":", "", *table(settings, metrics), ""]
         if name in PAPER:
             parts += ["The paper's numbers (one run each):", "", *paper_table(name), ""]
+        if name == "knowledge":
+            parts += ["How much of the fact gain each graft carries (per seed, then mean and interval):", "",
+                      *fact_share(settings[next(iter(settings))]), ""]
     return "\n".join(parts)
 
 
