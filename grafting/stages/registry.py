@@ -9,4 +9,5 @@ STAGES: dict[str, str] = {
     "skillpack": "grafting.stages.skillpack",
     "skillpack_continual": "grafting.stages.skillpack_continual",
     "transplant": "grafting.stages.transplant",
+    "diagnose": "grafting.stages.diagnose",
 }
