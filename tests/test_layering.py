@@ -7,7 +7,7 @@ dependency. Layers, lowest first (a module may import its own layer or lower):
 1. pure functions on tensors and modules: surgery, graft_block, translators, losses, metrics, artifacts, generation
 2. loading and building things: models, data
 3. LightningModules and what drives them: modules, pretraining, callbacks, training
-4. the three methods: grafted, hf_grafted, tuned_block, finetuning, alignment, skillpack, transplant
+4. the three methods: grafted, hf_grafted, tuned_block, finetuning, alignment, distillation, skillpack, transplant
 5. scoring and tables: evaluation, reporting
 6. the typed API: api
 7. the Hydra edge: run_context, validation, cli, stages (no module imports a stage: they share helpers)
@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "grafting.models": 2, "grafting.data": 2,
     "grafting.modules": 3, "grafting.pretraining": 3, "grafting.callbacks": 3, "grafting.training": 3,
     "grafting.grafted": 4, "grafting.hf_grafted": 4, "grafting.tuned_block": 4,
-    "grafting.finetuning": 4, "grafting.alignment": 4, "grafting.skillpack": 4, "grafting.transplant": 4,
+    "grafting.finetuning": 4, "grafting.alignment": 4, "grafting.distillation": 4, "grafting.skillpack": 4, "grafting.transplant": 4,
     "grafting.evaluation": 5, "grafting.reporting": 5,
     "grafting.api": 6,
     "grafting.run_context": 7, "grafting.validation": 7, "grafting.cli": 7, "grafting.stages": 7,
