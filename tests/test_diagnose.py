@@ -126,6 +126,7 @@ def test_stage_names_run_dir_when_missing_or_not_a_run(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing created before the check
 
 
+@pytest.mark.slow  # a smoke pipeline run first (~35 s); CI runs it in its slow step
 def test_diagnose_stage_on_a_smoke_pipeline_run(tmp_path):
     """The real pipeline at smoke size (2-block random models), then stage=diagnose on its folder, twice side by side."""
     from omegaconf import OmegaConf
