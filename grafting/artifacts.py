@@ -70,6 +70,23 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+def save_trained_model(final: str | Path, model: Any, tokenizer: Any, report_name: str, report: Any) -> None:
+    """Write a trained model, its tokenizer and its report into ``final`` at once (atomically).
+
+    Several sweep jobs may train the same cached model at the same time: when another one wrote
+    ``final`` first (same key, same numbers), that copy is kept and this one is dropped.
+    """
+    final = Path(final)
+    try:
+        with atomic_dir(final) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json_atomic(tmp / report_name, report)
+    except Exception:
+        if not (final / report_name).is_file():
+            raise
+
+
 def save_tensors_with_manifest(
     folder: str | Path,
     tensors: dict[str, torch.Tensor],

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from grafting.artifacts import atomic_dir, write_json_atomic
+from grafting.artifacts import save_trained_model
 from grafting.data.corpus import builtin_documents, builtin_fingerprint
 from grafting.data.datamodule import GraftingDataModule, split_texts
 from grafting.data.datasets import TextChunkDataset, pad_collate
@@ -91,15 +91,7 @@ def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[
               "corpus": builtin_fingerprint(), "threads": torch.get_num_threads(), "cache_key": cache_key(spec)}
     log.info("pretrained %s: held-out ppl %.1f (random init %.1f) in %.0fs", spec.get("name"), ppl, random_ppl,
              seconds)
-    final = cache_path(spec, cache_dir)
-    try:
-        with atomic_dir(final) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            write_json_atomic(tmp / "pretrain_report.json", report)
-    except Exception:
-        if not (final / "pretrain_report.json").is_file():  # a parallel job may have written it first
-            raise
+    save_trained_model(cache_path(spec, cache_dir), model, tokenizer, "pretrain_report.json", report)
     return report
 
 

@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import ConcatDataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grafting.artifacts import atomic_dir, write_json_atomic
+from grafting.artifacts import save_trained_model
 from grafting.data.corpus import builtin_documents, builtin_fingerprint
 from grafting.data.datamodule import GraftingDataModule, split_texts
 from grafting.data.datasets import TaskSFTDataset, TextChunkDataset
@@ -187,15 +187,7 @@ def train_role(recipe: PairRecipe, role: str, cache_dir: str | Path | None = Non
     report = {"role": role, "parent": parent, "recipe": asdict(recipe), "train_seconds": round(seconds, 1),
               "threads": torch.get_num_threads(), "corpus": builtin_fingerprint(), "key": recipe.key(role)}
     log.info("trained transplant %s in %.0fs", role, seconds)
-    final = role_path(recipe, role, cache_dir)
-    try:
-        with atomic_dir(final) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            write_json_atomic(tmp / "train_report.json", report)
-    except Exception:
-        if not (final / "train_report.json").is_file():  # a parallel job may have written it first
-            raise
+    save_trained_model(role_path(recipe, role, cache_dir), model, tokenizer, "train_report.json", report)
     return report
 
 
