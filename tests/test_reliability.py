@@ -63,3 +63,30 @@ def test_resume_reads_back_finished_steps(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "finished steps were recomputed"
     assert json.loads((run_dir / "results.json").read_text())["models"] == results["models"]
+
+
+class _Saves:
+    """Stands in for a model or tokenizer: save_pretrained writes one file holding ``text``."""
+
+    def __init__(self, name: str, text: str):
+        self.name, self.text = name, text
+
+    def save_pretrained(self, folder) -> None:
+        (Path(folder) / self.name).write_text(self.text)
+
+
+def test_a_second_writer_of_a_trained_model_keeps_the_first_copy(tmp_path):
+    from grafting.artifacts import save_trained_model
+
+    final = tmp_path / "model"
+    save_trained_model(final, _Saves("weights", "first"), _Saves("tok", "t"), "report.json", {"run": 1})
+    save_trained_model(final, _Saves("weights", "second"), _Saves("tok", "t"), "report.json", {"run": 2})
+    assert (final / "weights").read_text() == "first" and json.loads((final / "report.json").read_text()) == {"run": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left behind
+
+    class Broken(_Saves):
+        def save_pretrained(self, folder) -> None:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):  # no copy to fall back on: the error surfaces
+        save_trained_model(tmp_path / "other", Broken("weights", ""), _Saves("tok", "t"), "report.json", {})
