@@ -16,12 +16,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_results import Job, interval, load_jobs  # noqa: E402
+from make_results import Job, interval, load_jobs, rewrite_tables  # noqa: E402
 
 from grafting.metrics.stats import format_interval, separated  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
-START, END = "<!-- tables:start -->", "<!-- tables:end -->"
 METRICS = ["f_H", "f_S", "fact", "kl_host", "MLM"]
 EXPERIMENTS = ("beyond", "beyond_knowledge")
 # what each variant is on the command line (+variant=<name>)
@@ -106,12 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("outputs/replication"))
     args = parser.parse_args()
-    page = DOCS / "BEYOND_THE_PAPER.md"
-    text = page.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    page.write_text(head + START + "\n\n" + build(args.runs) + "\n" + END + tail)
-    print(f"rewrote the tables of {page}")
+    rewrite_tables(DOCS / "BEYOND_THE_PAPER.md", build(args.runs))
 
 
 if __name__ == "__main__":

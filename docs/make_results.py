@@ -224,18 +224,22 @@ def build(runs: Path) -> str:
     return "\n".join(parts)
 
 
+def rewrite_tables(page: Path, tables: str) -> None:
+    """Replace the text between the ``tables`` markers of ``page`` with ``tables``."""
+    text = page.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{page}: missing the {START} / {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    page.write_text(head + START + "\n\n" + tables + "\n" + END + tail)
+    print(f"rewrote the tables of {page}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("outputs/replication"))
     args = parser.parse_args()
-    results = DOCS / "RESULTS.md"
-    text = results.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{results}: missing the {START} / {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    results.write_text(head + START + "\n\n" + build(args.runs) + "\n" + END + tail)
-    print(f"rewrote the tables of {results}")
+    rewrite_tables(DOCS / "RESULTS.md", build(args.runs))
 
 
 if __name__ == "__main__":
