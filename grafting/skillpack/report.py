@@ -86,20 +86,32 @@ def storage_figure(rows_by_task: Mapping[str, Sequence[Mapping[str, Any]]], path
             ax.axvline(target[0], color="grey", ls=":", lw=1)
             ax.axhline(target[1], color="grey", ls=":", lw=1)
             ax.fill_between([1e-3, target[0]], target[1], 200, color="green", alpha=0.07, zorder=0)
-        ax.axhline(100, color="black", lw=0.6)
-        ax.set_xscale("log")
         ys = [r["pct_gain"] for r in rows if math.isfinite(r["pct_gain"])]
         ax.set_ylim(min([-5.0, *ys]) - 5, max([105.0, *ys]) + 5)
         ax.set_xlim(min([1.0, *(r["pct_dense"] for r in rows)]) / 2, 250)
-        ax.set_xlabel("bytes on disk, % of the dense delta (log)")
-        ax.set_ylabel("% of the full fine-tune's gain kept")
-        ax.set_title(task, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        _gain_axis(ax, task, "bytes on disk, % of the dense delta (log)", "% of the full fine-tune's gain kept")
+    return _save_figure(fig, handles, title, 4.8 * n + 1.8, path)
+
+
+def _gain_axis(ax, task: str, xlabel: str, ylabel: str) -> None:
+    """The shared look of a retained-gain panel: log bytes on x, the full fine-tune's 100% marked."""
+    ax.axhline(100, color="black", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(task, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _save_figure(fig, handles: dict, title: str, width: float, path: str | Path) -> Path:
+    """One legend on the right for all panels, the title, then write and close the figure."""
     fig.legend(handles=list(handles.values()), loc="center right", fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1 - 1.7 / (4.8 * n + 1.8), 1))
+    fig.tight_layout(rect=(0, 0, 1 - 1.7 / width, 1))
     path = Path(path)
     fig.savefig(path)
+    import matplotlib.pyplot as plt  # the callers chose the Agg backend before making the figure
+
     plt.close(fig)
     return path
 
@@ -189,16 +201,5 @@ def budget_figure(rows_by_task: Mapping[str, Sequence[Mapping[str, Any]]], path:
             if xs:
                 handles[method] = ax.errorbar(xs, ys, yerr=list(zip(*err, strict=True)), marker="o", ms=4, capsize=2,
                                               color=colours[method], label=method)
-        ax.axhline(100, color="black", lw=0.6)
-        ax.set_xscale("log")
-        ax.set_xlabel("pack bytes, % of the dense delta (log)")
-        ax.set_ylabel("% of the full fine-tune's gain kept (test)")
-        ax.set_title(task, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-    fig.legend(handles=list(handles.values()), loc="center right", fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1 - 1.7 / (4.6 * n + 1.8), 1))
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        _gain_axis(ax, task, "pack bytes, % of the dense delta (log)", "% of the full fine-tune's gain kept (test)")
+    return _save_figure(fig, handles, title, 4.6 * n + 1.8, path)
