@@ -77,7 +77,7 @@ def test_transplant_pair_smoke_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_transplant_legacy_smoke_end_to_end(tmp_path):
-    """pair=null: the donor and its SFT copy (2-layer random GPTNeoX), one scorer."""
+    """pair=null: the host (the target) and its SFT copy (2-layer random GPTNeoX), one scorer."""
     run_dir, results, stdout = _run(tmp_path, ["transplant.pair=null", "transplant.metric=f_H",
                                                "transplant.scorers=[abs_diff]", "transplant.eval_points=16",
                                                "transplant.k_list=[1,2,16]", "transplant.control_seeds=[0,1]",
@@ -158,8 +158,30 @@ def test_summarize_keeps_partial_reasons():
                                           ("transplant.k_list=[0,2]", "transplant.k_list"),
                                           ("transplant.alphas=[1.5]", "transplant.alphas"),
                                           ("transplant.eval_points=5000", "transplant.eval_points"),
-                                          ("transplant.source=nowhere", "transplant.source")])
+                                          ("transplant.source=nowhere", "transplant.source"),
+                                          ("transplant.source=host", "transplant.source")])
 def test_bad_transplant_config_names_the_key(tmp_path, override, key):
     cfg = compose_config(["stage=transplant", "transplant.pair=null", override], tmp_path)
     with pytest.raises(ConfigError, match=rf"\[{key}\]"):
         check_config(cfg)
+
+
+def test_pair_null_takes_the_target_from_host_and_the_source_from_donor(tmp_path):
+    """One meaning everywhere: the host receives (the target), the donor gives (the source)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from grafting.models.loading import load_model
+    from grafting.stages.transplant import load_models
+
+    cfg = compose_config(["stage=transplant", "transplant.pair=null", "transplant.source=donor", "debug=smoke"],
+                         tmp_path)
+    ctx = SimpleNamespace(cfg=cfg, cache_dir=tmp_path / "cache")
+    models = load_models(ctx)
+    host, _ = load_model(cfg.host, "host", ctx.cache_dir)
+    donor, _ = load_model(cfg.donor, "donor", ctx.cache_dir)
+    first = next(iter(host.state_dict()))
+    assert not torch.equal(host.state_dict()[first], donor.state_dict()[first])  # two different models
+    assert torch.equal(models["target"].state_dict()[first], host.state_dict()[first])
+    assert torch.equal(models["source"].state_dict()[first], donor.state_dict()[first])

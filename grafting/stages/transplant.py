@@ -3,8 +3,9 @@
 ``transplant.pair`` picks the models. ``generation``: target = the tiny Llama predecessor, source = its
 successor (trained longer, on more data); ``instruct``: target = the same predecessor (the base), source =
 the base after SFT on a mix of tasks (see :mod:`grafting.pretraining.transplant_pair`); the task is their fact
-table. ``pair: null`` keeps the earlier setup: target = ``cfg.donor``, source = ``transplant.source``
-(``sft``, ``host``, a folder or a model spec), task = ``cfg.task``.
+table. ``pair: null`` is the setup for any models: target = ``cfg.host`` (the model that receives, as
+everywhere), source = ``transplant.source`` (``sft``: the host after SFT on the task; ``donor``: ``cfg.donor``;
+a folder or a model spec), task = ``cfg.task``.
 
 The task workload runs through both models; the linear modules are ranked by each scorer of
 ``transplant.scorers``. For every K and alpha the top-K and bottom-K of each scorer, random-K (several
@@ -83,8 +84,11 @@ def check_config(cfg: DictConfig) -> None:
     if int(tp.generate_steps) < 0:
         raise ConfigError("transplant.generate_steps", f"must be >= 0, got {tp.generate_steps}.")
     src = tp.source
-    if tp.pair is None and isinstance(src, str) and src not in ("sft", "host") and not Path(src).is_dir():
-        raise ConfigError("transplant.source", f"{src!r} is neither 'sft', 'host', a model spec nor a folder.")
+    if tp.pair is None and src == "host":
+        raise ConfigError("transplant.source", "the host is the target (it receives the modules); take the source "
+                                               "from the donor with transplant.source=donor.")
+    if tp.pair is None and isinstance(src, str) and src not in ("sft", "donor") and not Path(src).is_dir():
+        raise ConfigError("transplant.source", f"{src!r} is neither 'sft', 'donor', a model spec nor a folder.")
     if tp.pair is None and src == "sft" and int(tp.source_sft_steps) < 1:
         raise ConfigError("transplant.source_sft_steps", f"must be >= 1, got {tp.source_sft_steps}.")
 
@@ -112,13 +116,13 @@ def load_source(ctx: RunContext, target: torch.nn.Module, tokenizer) -> tuple[to
     cfg, src = ctx.cfg, ctx.cfg.transplant.source
     if src == "sft":
         model = sft_source(ctx, target, tokenizer)
-        desc = f"{cfg.donor.name} after {cfg.transplant.source_sft_steps} steps of full-model SFT on the task"
+        desc = f"{cfg.host.name} after {cfg.transplant.source_sft_steps} steps of full-model SFT on the task"
         if cfg.transplant.save_source:  # lets a later run reuse it with transplant.source=<this folder>
             model.save_pretrained(ctx.run_dir / "source")
             tokenizer.save_pretrained(ctx.run_dir / "source")
         return model, desc
-    if src == "host":
-        spec, key, desc = cfg.host, "host", f"host {cfg.host.name}"
+    if src == "donor":
+        spec, key, desc = cfg.donor, "donor", f"donor {cfg.donor.name}"
     elif isinstance(src, str):
         spec, key, desc = {"source": "local", "path": src}, "transplant.source", f"saved model {src}"
     else:
@@ -134,10 +138,10 @@ def load_models(ctx: RunContext) -> dict[str, Any]:
     """Target, source, tokenizer, task and descriptions for ``transplant.pair`` (or the ``pair: null`` setup)."""
     cfg, pair = ctx.cfg, ctx.cfg.transplant.pair
     if pair is None:
-        target, tokenizer = load_model(cfg.donor, "donor", ctx.cache_dir)
+        target, tokenizer = load_model(cfg.host, "host", ctx.cache_dir)
         source, source_desc = load_source(ctx, target, tokenizer)
         return {"target": target, "source": source, "tokenizer": tokenizer, "task": task_from_config(cfg.task),
-                "target_desc": cfg.donor.name, "source_desc": source_desc}
+                "target_desc": cfg.host.name, "source_desc": source_desc}
     recipe = recipe_from_config(cfg)
     target, tokenizer = load_role(recipe, "predecessor", ctx.cache_dir)
     role = PAIR_SOURCES[pair]
