@@ -11,8 +11,11 @@ drawn from ``[0, operand_max)`` so that the 1000 test points are distinct proble
 
 ``kind="lookup"`` turns the task into a table of facts to be stored rather than a rule to be
 learned: every pair of ``[0, operand_max)`` is both trained on and tested (use a small range, e.g.
-8 x 8 = 64 facts). A one-block fine-tune can memorise it, so ``fact`` measures what a graft carries
-of the block's knowledge, not only its answer format.
+8 x 8 = 64 facts), so that ``fact`` can measure what a graft carries of the block's knowledge, not
+only its answer format. Measured on the shipped pair, one fine-tuned block does **not** learn it:
+block 2 with LoRA r = 8 (lr 1e-3, 300 steps), fully (lr 3e-3, 300 steps) or fully (lr 1e-2, 1000 steps)
+answers one constant digit (fact 0.25, chance), its loss flat at the format-only value. A learnable
+knowledge task is still open (docs/RESULTS.md).
 """
 
 from __future__ import annotations
