@@ -9,6 +9,7 @@ how far it ended from that optimum.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,14 @@ from typing import Any
 import torch
 
 from grafting.artifacts import load_tensors_with_manifest, save_tensors_with_manifest
+from grafting.errors import ArtifactError
 from grafting.grafted import graft_of
 from grafting.losses import mse
 from grafting.modules.translator_align import PHASES, TranslatorAlignModule
 from grafting.training import Fit, plain_fit
 from grafting.translators import least_squares_map
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,31 @@ def distance_to_optimum(module: TranslatorAlignModule, fit_batches, held_out) ->
     best = mse(x @ w_opt.T + b_opt, y).item()
     return {"mse": ours, "lstsq_mse": best, "mse_excess": ours / max(best, 1e-12) - 1.0,
             "weight_rel_distance": ((weight - w_opt).norm() / w_opt.norm()).item()}
+
+
+def save_translators(grafted: torch.nn.Module, folder: Path, history: dict[str, Any]) -> None:
+    """Both translators of ``grafted`` and their alignment ``history`` (a cache entry of aligned translators).
+
+    Jobs of a sweep may align the same graft at the same time: a copy already there is kept.
+    """
+    graft = graft_of(grafted)[1]
+    tensors = {f"{phase}.{k}": v for phase, t in (("pre", graft.pre_translator), ("post", graft.post_translator))
+               for k, v in t.state_dict().items()}
+    try:
+        save_tensors_with_manifest(folder, tensors, {"kind": "aligned_translators", "history": history})
+    except (ArtifactError, OSError) as err:  # another job cached it first (same key, same numbers)
+        log.warning("aligned translators not cached at %s: %s", folder, err)
+
+
+def load_translators_(grafted: torch.nn.Module, folder: Path) -> dict[str, Any]:
+    """Load translators saved by :func:`save_translators` into ``grafted``; return their history."""
+    tensors, manifest = load_tensors_with_manifest(folder)
+    if manifest.get("kind") != "aligned_translators":
+        raise ArtifactError(f"{folder} does not hold aligned translators (kind={manifest.get('kind')!r}).")
+    graft = graft_of(grafted)[1]
+    for phase, translator in (("pre", graft.pre_translator), ("post", graft.post_translator)):
+        translator.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"{phase}.")})
+    return manifest["history"]
 
 
 def align_graft(grafted: torch.nn.Module, host: torch.nn.Module, donor: torch.nn.Module, data: Any,

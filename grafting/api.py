@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import torch
 import yaml
 
-from grafting.alignment import AlignConfig, align_graft
+from grafting.alignment import AlignConfig, align_graft, load_translators_, save_translators
 from grafting.artifacts import MANIFEST, model_fingerprint
 from grafting.data.corpus import TextSource
 from grafting.data.datamodule import DataSpec, build_datamodule
@@ -58,12 +58,12 @@ from grafting.transplant import (
 from grafting.tuned_block import load_tuned_block, save_tuned_block
 
 __all__ = [
-    "AlignConfig", "DataSpec", "DistillConfig", "EvalSettings", "FinetuneConfig", "Fit", "LanguageSettings", "ModularAddition",
-    "Pair", "TextSource", "align", "apply_skillpacks", "build_datamodule", "build_graft", "build_skillpack",
-    "distill_translators",
-    "evaluate", "export_merged", "finetune_block", "finetune_or_resume", "graft_of", "lora_rank_for", "load_graft", "load_model", "load_pair", "load_skillpack",
-    "load_tuned_block", "model_spec", "plain_fit", "save_graft", "save_graft_with_manifest", "save_skillpack", "save_tuned_block",
-    "swap_donor_block_", "task_data", "transplant_sweep",
+    "AlignConfig", "DataSpec", "DistillConfig", "EvalSettings", "FinetuneConfig", "Fit", "LanguageSettings",
+    "ModularAddition", "Pair", "TextSource", "align", "apply_skillpacks", "build_datamodule", "build_graft",
+    "build_skillpack", "distill_translators", "evaluate", "export_merged", "finetune_block", "finetune_or_resume",
+    "graft_of", "load_graft", "load_model", "load_pair", "load_skillpack", "load_translators_", "load_tuned_block",
+    "lora_rank_for", "model_spec", "plain_fit", "save_graft", "save_graft_with_manifest", "save_skillpack",
+    "save_translators", "save_tuned_block", "swap_donor_block_", "task_data", "transplant_sweep",
 ]
 PRESETS = Path(__file__).resolve().parent.parent / "conf" / "model"
 # What the presets interpolate from train.yaml (the tiny pair's recipe): read from there, not repeated.

@@ -386,7 +386,7 @@ RULES: dict[str, Rule] = {
     # align
     "align.steps": POS, "align.lr": LR, "align.weight_decay": DECAY, "align.val_check_interval": POS,
     "align.limit_val_batches": COUNT, "align.solver": Choice("adam", "lstsq", "procrustes"),
-    "align.method": Choice("paper", "distill"), "evaluation.host_lora": Bool(), "align.distill.steps": POS, "align.distill.lr": LR,
+    "align.method": Choice("paper", "distill"), "align.cache": Bool(), "evaluation.host_lora": Bool(), "align.distill.steps": POS, "align.distill.lr": LR,
     "align.distill.weight_decay": DECAY, "align.distill.task_weight": DECAY,
     "align.distill.text_weight": DECAY, "align.distill.eval_batches": POS,
     "align.init": Choice("identity", "lstsq"), "align.lstsq_batches": POS,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 
 from grafting import api
 from grafting.artifacts import model_fingerprint
-from grafting.data.corpus import text_source
+from grafting.data.corpus import builtin_fingerprint, text_source
 from grafting.data.datamodule import build_datamodule, data_spec
 from grafting.data.modular import task_from_config
 from grafting.errors import ConfigError
@@ -30,7 +31,11 @@ from grafting.run_context import RunContext
 # Part of every tuned-block cache key. Bump it by hand whenever a change to the fine-tuning code
 # (grafting/finetuning.py, grafting/modules/layer_finetune.py, the task's datamodule, seeding) can change
 # the trained block, so that blocks trained by the old code are not read back from the cache.
+log = logging.getLogger(__name__)
 TUNED_BLOCK_VERSION = 1
+# Part of every alignment cache key: bump it whenever a change to the alignment code (grafting/alignment.py,
+# grafting/modules/translator_align.py, grafting/losses.py, the datamodules, seeding) can change the translators.
+ALIGN_VERSION = 1
 
 
 def finetune_config(cfg) -> api.FinetuneConfig:
@@ -124,12 +129,48 @@ def evaluate(cfg, models: dict[str, torch.nn.Module], tokenizer, host: torch.nn.
                         eval_settings(cfg.evaluation), language=language, cache_dir=cache_dir)
 
 
-def align_from_config(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[str, Any]:
-    """:func:`grafting.api.align` on ``cfg.dataloader`` with ``cfg.align`` / ``cfg.loss``; logs the history."""
+def alignment_cache_path(ctx: RunContext, grafted, donor) -> Path:
+    """``<cache>/alignments/<key>``: the key hashes the graft as built (host weights, the block in it, the
+    identity translators), the donor, everything that shapes the two phases (``align``, ``loss``, the
+    alignment data, the seed, the trainer's numerics) and the code (``ALIGN_VERSION``, package versions).
+
+    The task enters only when the alignment data holds task items (``dataloader=mod|mixed``): aligning on
+    text is the same for every task, so e.g. the knowledge sweep reuses the protocol's translators.
+    """
     cfg = ctx.cfg
-    data = build_datamodule(cfg.dataloader, cfg.task, tokenizer, int(cfg.seed))
-    history = api.align(grafted, host, donor, data, align_config(cfg), layer=int(cfg.graft.layer), fit=ctx.fit,
-                        reseed=ctx.reseed, save_dir=ctx.run_dir / "align", resume=bool(cfg.get("resume", False)))
+    versions = package_versions()
+    spec = data_spec(cfg.dataloader)
+    data = dataclasses.asdict(spec)
+    if spec.text.source == "builtin":
+        data["builtin_corpus"] = builtin_fingerprint()
+    if spec.kind != "text":
+        data["task"] = plain(cfg.task)
+    payload = {"code": {"version": ALIGN_VERSION, **{k: versions[k] for k in ("torch", "transformers", "lightning")}},
+               "grafted": model_fingerprint(grafted), "donor": model_fingerprint(donor),
+               "layer": int(cfg.graft.layer), "align": dataclasses.asdict(align_config(cfg)), "data": data,
+               "seed": int(cfg.seed), "trainer": _numerics(cfg)}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return ctx.cache_dir / "alignments" / key
+
+
+def align_from_config(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[str, Any]:
+    """:func:`grafting.api.align` on ``cfg.dataloader`` with ``cfg.align`` / ``cfg.loss``; logs the history.
+
+    With ``align.cache=true`` the two trained translators are read back from the shared cache when the same
+    alignment ran before (:func:`alignment_cache_path`), and written there otherwise.
+    """
+    cfg = ctx.cfg
+    cached = alignment_cache_path(ctx, grafted, donor) if cfg.align.get("cache", False) else None
+    if cached is not None and (cached / "manifest.json").is_file():
+        log.info("aligned translators from the cache: %s", cached)
+        history = api.load_translators_(grafted, cached)
+    else:
+        data = build_datamodule(cfg.dataloader, cfg.task, tokenizer, int(cfg.seed))
+        history = api.align(grafted, host, donor, data, align_config(cfg), layer=int(cfg.graft.layer),
+                            fit=ctx.fit, reseed=ctx.reseed, save_dir=ctx.run_dir / "align",
+                            resume=bool(cfg.get("resume", False)))
+        if cached is not None and ctx.is_global_zero:
+            api.save_translators(grafted, cached, history)
     ctx.log_metrics({f"{p}/{k}": v for p, h in history.items() for k, v in h.items()}, prefix="align/")
     return history
 
