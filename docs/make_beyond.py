@@ -10,17 +10,15 @@ the references. Cells are means over seeds with 95% bootstrap intervals (as docs
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_results import Job, interval, load_jobs, rewrite_tables  # noqa: E402
+from make_results import Job, interval, load_jobs, main  # noqa: E402
 
 from grafting.metrics.stats import format_interval, separated  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent
 METRICS = ["f_H", "f_S", "fact", "kl_host", "MLM"]
 EXPERIMENTS = ("beyond", "beyond_knowledge")
 # what each variant is on the command line (+variant=<name>)
@@ -101,12 +99,5 @@ def build(runs: Path) -> str:
     return "\n".join(parts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, default=Path("outputs/replication"))
-    args = parser.parse_args()
-    rewrite_tables(DOCS / "BEYOND_THE_PAPER.md", build(args.runs))
-
-
 if __name__ == "__main__":
-    main()
+    main("BEYOND_THE_PAPER.md", build, __doc__)

@@ -235,11 +235,13 @@ def rewrite_tables(page: Path, tables: str) -> None:
     print(f"rewrote the tables of {page}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(page: str = "RESULTS.md", tables=None, description: str | None = None) -> None:
+    """``--runs <dir>`` on the command line, then ``page``'s tables rewritten from ``tables(runs)``."""
+    parser = argparse.ArgumentParser(description=description or __doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("outputs/replication"))
     args = parser.parse_args()
-    rewrite_tables(DOCS / "RESULTS.md", build(args.runs))
+    rewrite_tables(DOCS / page, (tables or build)(args.runs))
 
 
 if __name__ == "__main__":
