@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from grafting.data.corpus import TextSource, load_text_dataset, text_source
 from grafting.data.datasets import MixedDataset, TaskSFTDataset, TextChunkDataset, pad_collate
-from grafting.data.modular import ModularAddition, task_from_config
+from grafting.data.modular import FACT_KINDS, ModularAddition, task_from_config
 from grafting.errors import ConfigError
 
 KINDS = ("mod", "text", "mixed")
@@ -81,7 +81,7 @@ def build_dataset(spec: DataSpec | Mapping[str, Any], task: ModularAddition | Ma
         problems = task_from_config(task)
         train = problems.split("train")
         n_val = max(1, len(train) // 20)
-        if problems.kind == "lookup":  # a table of facts: every fact is trained on
+        if problems.kind in FACT_KINDS:  # a table of facts: every fact is trained on
             return TaskSFTDataset(train[:n_val] if split == "validation" else train, tokenizer, seq_len)
         return TaskSFTDataset(train[:n_val] if split == "validation" else train[n_val:], tokenizer, seq_len)
 

@@ -14,8 +14,14 @@ learned: every pair of ``[0, operand_max)`` is both trained on and tested (use a
 8 x 8 = 64 facts), so that ``fact`` can measure what a graft carries of the block's knowledge, not
 only its answer format. Measured on the shipped pair, one fine-tuned block does **not** learn it:
 block 2 with LoRA r = 8 (lr 1e-3, 300 steps), fully (lr 3e-3, 300 steps) or fully (lr 1e-2, 1000 steps)
-answers one constant digit (fact 0.25, chance), its loss flat at the format-only value. A learnable
-knowledge task is still open (docs/RESULTS.md).
+answers one constant digit (fact 0.25, chance), its loss flat at the format-only value: the answer is
+an XOR-like function of two operands, which gives a gradient no first-order signal to start from.
+
+``kind="recall"`` is the learnable knowledge task: a table of facts ``key -> value`` with one key per
+prompt (``{a}``, from ``[0, operand_max)``) and an arbitrary, balanced value in ``[0, n)`` drawn with
+``seed``. The answer depends on the prompt's content (which key) but follows no rule, so only what the
+block stored can produce it. Every key is trained on and tested, as for ``lookup``; use a prompt
+template without ``{b}``, e.g. ``Question: What is the code of {a}?\nAnswer:``.
 """
 
 from __future__ import annotations
@@ -23,13 +29,15 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from grafting.errors import ConfigError
 
 DEFAULT_PROMPT = "Question: What is {a} plus {b} modulo {n}?\nAnswer:"
 DEFAULT_ANSWER = " The result is {x}"
-KINDS = ("modadd", "lookup")
+KINDS = ("modadd", "lookup", "recall")
+FACT_KINDS = ("lookup", "recall")  # every item is trained on and tested: stored facts, not a rule
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,15 @@ class ModularAddition:
                 raise ConfigError(f"task.{field}", "the answer template must contain {x}.")
             del names
 
+    @cached_property
+    def recall_table(self) -> tuple[int, ...]:
+        """``kind="recall"``: the value of each key, balanced over ``[0, n)`` and shuffled with ``seed``."""
+        values = [key % self.n for key in range(self.operand_max)]
+        random.Random(f"recall:{self.seed}").shuffle(values)
+        return tuple(values)
+
     def example(self, a: int, b: int) -> ModExample:
-        x = (a + b) % self.n
+        x = self.recall_table[a] if self.kind == "recall" else (a + b) % self.n
         return ModExample(
             a=a,
             b=b,
@@ -90,14 +105,17 @@ class ModularAddition:
         )
 
     def _pairs(self) -> list[tuple[int, int]]:
-        pairs = [(a, b) for a in range(self.operand_max) for b in range(self.operand_max)]
+        if self.kind == "recall":  # one key per prompt
+            pairs = [(a, 0) for a in range(self.operand_max)]
+        else:
+            pairs = [(a, b) for a in range(self.operand_max) for b in range(self.operand_max)]
         random.Random(self.seed).shuffle(pairs)
         return pairs
 
     def split(self, name: str) -> list[ModExample]:
         """``test``: the first ``test_size`` shuffled pairs; ``train``: the rest. Disjoint by construction."""
         pairs = self._pairs()
-        if self.kind == "lookup" and name in ("train", "test"):
+        if self.kind in FACT_KINDS and name in ("train", "test"):
             chosen = pairs  # facts: what is tested is what was stored
         elif name == "test":
             chosen = pairs[: self.test_size]
