@@ -169,3 +169,23 @@ def test_lookup_task_tests_what_it_trains():
     assert not {(e.a, e.b) for e in modadd.split("train")} & {(e.a, e.b) for e in modadd.split("test")}
     with pytest.raises(ConfigError, match=r"\[task.kind\]"):
         ModularAddition(kind="quiz")
+
+
+def test_recall_task_is_a_balanced_table_of_one_key_facts():
+    from collections import Counter
+
+    from grafting.data.modular import ModularAddition
+
+    prompt = "Question: What is the code of {a}?\nAnswer:"
+    recall = ModularAddition(n=10, operand_max=64, kind="recall", prompt_template=prompt)
+    facts = recall.split("test")
+    assert facts == recall.split("train") and sorted(e.a for e in facts) == list(range(64))
+    assert all(e.prompt == prompt.format(a=e.a) and e.completion == f" The result is {e.answer}" for e in facts)
+    counts = Counter(e.answer for e in facts)
+    assert set(counts) == set(range(10)) and max(counts.values()) - min(counts.values()) <= 1
+    # an arbitrary table, not a rule: neither the key itself nor a sum gives the value
+    assert sum(e.answer == e.a % 10 for e in facts) < 16
+    # the table is a function of the split seed only
+    again = ModularAddition(n=10, operand_max=64, kind="recall", prompt_template=prompt)
+    other = ModularAddition(n=10, operand_max=64, kind="recall", prompt_template=prompt, seed=1)
+    assert again.recall_table == recall.recall_table != other.recall_table
