@@ -62,7 +62,8 @@ EXPERIMENTS = {
     "pair_seed": ("Pair seeds: the whole shared-init pair re-initialised and pretrained (seed 0 is the shipped "
                   "pair)", "tiny.pair_seed=0"),
     "protocol_variants": ("Our variants of the protocol (losses, closed-form translators)", "protocol"),
-    "knowledge": ("Knowledge (beyond the paper): 64 facts a one-block fine-tune can store (task.kind=lookup)", None),
+    "knowledge": ("Knowledge (beyond the paper): 64 stored facts, key -> digit, that one fine-tuned block "
+                  "learns (task.kind=recall)", None),
 }
 
 

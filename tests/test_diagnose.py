@@ -9,7 +9,7 @@ from conftest import compose_config, tiny_model
 
 from grafting import surgery
 from grafting.errors import ConfigError
-from grafting.evaluation.diagnostics import block_residuals, diagnose, linear_part
+from grafting.evaluation.diagnostics import block_residuals, diagnose, half_graft_facts, linear_part
 from grafting.grafted import build_grafted, graft_of
 from grafting.tuned_block import with_block
 
@@ -115,6 +115,42 @@ def test_post_t_image_is_its_linear_part_bias_excluded():
     assert moved["post_t"]["cos_graft_vs_mapped_donor"] < 0.999
 
 
+@torch.no_grad()
+def test_each_half_of_the_graft_is_the_graft_with_the_other_translator_the_identity():
+    """donor == host: the input half (Pre-T, tuned block, the donor's later blocks) is then the graft with
+    Post-T the identity, and the output half the graft with Pre-T the identity. Scored teacher-forced."""
+    host = tiny_model("gpt_neox", seed=0)
+    tuned_block = _perturbed(surgery.get_blocks(host)[LAYER])
+    tuned = with_block(host, LAYER, tuned_block)
+    d = surgery.hidden_size(host)
+    g = torch.Generator().manual_seed(5)
+    pre = (torch.eye(d) + 0.5 * torch.randn(d, d, generator=g), torch.randn(d, generator=g))
+    post = (torch.eye(d) + 0.5 * torch.randn(d, d, generator=g), torch.randn(d, generator=g))
+
+    def graft_with(pre_map=None, post_map=None, block=tuned_block):
+        model = build_grafted(host, host, LAYER, LAYER, block=block)
+        graft = graft_of(model)[1]
+        if pre_map is not None:
+            graft.pre_translator.set_map_(*pre_map)
+        if post_map is not None:
+            graft.post_translator.set_map_(*post_map)
+        return model
+
+    def predicted(model, ids):  # the token each model puts before the last one, teacher-forced
+        return int(model(input_ids=ids[None]).logits[0, -2].argmax())
+
+    input_ref, output_ref = graft_with(pre_map=pre), graft_with(post_map=post)
+    sequences = _prompts(8)
+    items = [(ids, predicted(input_ref, ids)) for ids in sequences]  # answers: what the input half predicts
+    out = half_graft_facts(tuned, graft_with(pre, post), graft_with(pre, post, surgery.get_blocks(host)[LAYER]),
+                           items, LAYER)
+    assert out["n"] == 8 and out["input_half"] == 1.0
+    expected_output = sum(predicted(output_ref, ids) == answer for ids, answer in items) / 8
+    assert out["output_half"] == pytest.approx(expected_output)
+    assert expected_output < 1.0  # the two halves differ here, so a swap of them would fail
+    assert out["Tuned"] == pytest.approx(sum(predicted(tuned, ids) == a for ids, a in items) / 8)
+
+
 def test_stage_names_run_dir_when_missing_or_not_a_run(tmp_path):
     from grafting.stages.diagnose import run
 
@@ -159,4 +195,6 @@ def test_diagnose_stage_on_a_smoke_pipeline_run(tmp_path):
     layer = entry["layer"]
     assert entry["donor"]["delta_norm"][layer] > 0 and entry["graft"]["delta_norm"][entry["dest"]] > 0
     assert all(v == 0.0 for v in entry["donor"]["delta_norm"][:layer])
+    facts = entry["facts_teacher_forced"]
+    assert facts["n"] == 8 and all(0.0 <= facts[k] <= 1.0 for k in ("Tuned", "Grafted", "input_half", "output_half"))
     assert not list(run_dir.glob("diagnose.*"))  # never written into the pipeline run

@@ -18,6 +18,14 @@ Per block ``k`` (the residual stream *after* block ``k``; for the graft at ``j``
 - a logit-lens reading (the host's final norm and unembedding for graft streams, the donor's for donor
   streams): the log-probability of the answer's first token and its difference tuned − vanilla.
 
+Where are *facts* lost? :func:`half_graft_facts` scores the answer digit teacher-forced (the prompt and
+the answer's format given) for the tuned donor, the graft, and each half of the graft on its own:
+
+- ``input_half``: the host up to ``j``, Pre-T, then the tuned donor from block ``i`` on (its own head):
+  does Pre-T hand the tuned block what it needs (e.g. which key was asked)?
+- ``output_half``: the tuned donor up to and through block ``i``, Post-T, then the host from ``j + 1`` on:
+  do Post-T and the host's later blocks read what the tuned block wrote?
+
 No Hydra here: ``grafting/stages/diagnose.py`` loads a pipeline run and calls :func:`diagnose`.
 """
 
@@ -35,8 +43,8 @@ from grafting import surgery
 from grafting.data.modular import ModularAddition
 from grafting.graft_block import graft_of
 
-__all__ = ["answer_token_id", "block_residuals", "diagnose", "lens_logprobs", "linear_part", "plot_diagnostics",
-           "task_prompts"]
+__all__ = ["answer_token_id", "block_residuals", "diagnose", "fact_items", "half_graft_facts", "lens_logprobs",
+           "linear_part", "plot_diagnostics", "task_prompts"]
 
 
 def task_prompts(task: ModularAddition, tokenizer, n_prompts: int) -> list[torch.Tensor]:
@@ -51,6 +59,17 @@ def answer_token_id(task: ModularAddition, tokenizer) -> int:
     if not ids:
         raise ValueError(f"the answer template {task.answer_template!r} tokenises to nothing")
     return int(ids[0])
+
+
+def fact_items(task: ModularAddition, tokenizer, n_prompts: int) -> list[tuple[torch.Tensor, int]]:
+    """``(prompt + answer ids, answer token)`` of the first ``n_prompts`` test items: the answer's last token
+    (the digit) is what the position before it must predict, teacher-forced."""
+    items = []
+    for ex in task.split("test")[:n_prompts]:
+        prompt = tokenizer(ex.prompt)["input_ids"]
+        answer = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
+        items.append((torch.tensor(prompt + answer, dtype=torch.long), int(answer[-1])))
+    return items
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -182,6 +201,94 @@ def diagnose(tuned: nn.Module, vanilla: nn.Module, grafted: nn.Module, vanilla_g
     }
     return {"layer": layer, "dest": dest, "n_prompts": len(prompts), "answer_token_id": answer_token,
             "donor": donor, "graft": host, "post_t": post_t, "summary": summary}
+
+
+def _hidden(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+@torch.no_grad()
+def _digit_hits(run, items: Sequence[tuple[torch.Tensor, int]]) -> float:
+    """Share of ``items`` whose answer token is the argmax at the position before it; ``run(ids)`` -> logits."""
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for n, (ids, _) in enumerate(items):
+        by_length[len(ids)].append(n)
+    hits = 0
+    for rows in by_length.values():
+        ids = torch.stack([items[n][0] for n in rows])
+        predicted = run(ids)[:, -2].argmax(dim=-1).cpu()
+        hits += sum(int(p) == items[n][1] for p, n in zip(predicted.tolist(), rows, strict=True))
+    return hits / len(items) if items else float("nan")
+
+
+def half_graft_facts(tuned: nn.Module, grafted: nn.Module, vanilla_graft: nn.Module,
+                     items: Sequence[tuple[torch.Tensor, int]], layer: int) -> dict[str, float]:
+    """Teacher-forced fact of the tuned donor, the graft, its vanilla-block control and each half of the
+    graft (see the module docstring), on ``items`` from :func:`fact_items`."""
+    dest, graft = graft_of(grafted)
+    host_slot = surgery.get_blocks(grafted)[dest]
+    donor_blocks = surgery.get_blocks(tuned)
+    donor_in, donor_out = donor_blocks[layer], donor_blocks[layer + len(graft.following)]
+
+    def logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=ids.to(_device(model)), use_cache=False).logits.float()
+
+    def with_hooks(model: nn.Module, hooks: list[tuple[nn.Module, str, Any]], ids: torch.Tensor):
+        handles = []
+        try:
+            for module, kind, fn in hooks:
+                if kind == "pre":
+                    handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
+                else:
+                    handles.append(module.register_forward_hook(fn))
+            return logits(model, ids)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def input_half(ids: torch.Tensor) -> torch.Tensor:
+        seen: dict[str, torch.Tensor] = {}
+
+        def capture(_m, args, kwargs):
+            seen["h"] = args[0]
+
+        with_hooks(grafted, [(host_slot, "pre", capture)], ids)
+        fed = graft.pre_translator(seen["h"])
+
+        def feed(_m, args, kwargs):
+            return (fed.to(args[0].dtype), *args[1:]), kwargs
+
+        return with_hooks(tuned, [(donor_in, "pre", feed)], ids)
+
+    def output_half(ids: torch.Tensor) -> torch.Tensor:
+        seen: dict[str, torch.Tensor] = {}
+
+        def capture(_m, _args, output):
+            seen["h"] = _hidden(output)
+
+        with_hooks(tuned, [(donor_out, "post", capture)], ids)
+        written = graft.post_translator(seen["h"])
+
+        def replace(_m, _args, output):
+            return (written, *output[1:]) if isinstance(output, tuple) else written
+
+        return with_hooks(grafted, [(host_slot, "post", replace)], ids)
+
+    modes = [(m, m.training) for m in (tuned, grafted, vanilla_graft)]
+    try:
+        for model, _ in modes:
+            model.eval()
+        return {
+            "Tuned": _digit_hits(lambda ids: logits(tuned, ids), items),
+            "Grafted": _digit_hits(lambda ids: logits(grafted, ids), items),
+            "VanillaGraft": _digit_hits(lambda ids: logits(vanilla_graft, ids), items),
+            "input_half": _digit_hits(input_half, items),
+            "output_half": _digit_hits(output_half, items),
+            "n": len(items),
+        }
+    finally:
+        for model, mode in modes:
+            model.train(mode)
 
 
 def plot_diagnostics(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:

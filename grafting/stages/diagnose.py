@@ -3,7 +3,8 @@
 For each folder of ``stage.run_dir`` (one, or a list: e.g. a same-width and a wider host side by side) it
 rebuilds Tuned, Vanilla, Grafted and VanillaGraft from the run's saved config, ``tuned_block/`` and
 ``graft/``, and computes :func:`grafting.evaluation.diagnostics.diagnose` on the first ``stage.n_prompts``
-test prompts. Writes ``diagnose.json`` and ``diagnose.png`` (one column per run) into this job's folder.
+test prompts, and :func:`~grafting.evaluation.diagnostics.half_graft_facts` (which half of the graft loses
+the facts) on the same items. Writes ``diagnose.json`` and ``diagnose.png`` (one column per run) into this job's folder.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from grafting import api, surgery
 from grafting.artifacts import RESULTS, write_json_atomic
 from grafting.data.modular import task_from_config
 from grafting.errors import ConfigError
-from grafting.evaluation.diagnostics import answer_token_id, diagnose, plot_diagnostics, task_prompts
+from grafting.evaluation.diagnostics import (
+    answer_token_id,
+    diagnose,
+    fact_items,
+    half_graft_facts,
+    plot_diagnostics,
+    task_prompts,
+)
 from grafting.grafted import graft_of
 from grafting.models.loading import load_model
 from grafting.plain import plain
@@ -86,6 +94,8 @@ def diagnose_run(folder: Path, paths: DictConfig, n_prompts: int) -> dict[str, A
     task = task_from_config(plain(run_cfg.task))
     result = diagnose(tuned, donor.eval(), grafted, vanilla_graft, task_prompts(task, tokenizer, n_prompts),
                       answer_token_id(task, tokenizer), layer)
+    result["facts_teacher_forced"] = half_graft_facts(tuned, grafted, vanilla_graft,
+                                                      fact_items(task, tokenizer, n_prompts), layer)
     host_name, donor_name = str(run_cfg.host.get("name", "host")), str(run_cfg.donor.get("name", "donor"))
     label = (f"host {host_name} (d={surgery.hidden_size(host)}) <- {donor_name} (d={surgery.hidden_size(donor)}), "
              f"i={layer} j={dest}")
@@ -107,7 +117,8 @@ def run(cfg) -> dict[str, Any]:
         for r in runs:
             print(f"{r['label']}: cos(Δg, W_post Δd) = {r['post_t']['cos_graft_vs_mapped_donor']}, "
                   f"lens Δlog p final: donor {r['summary']['donor_lens_logprob_diff_final']:.3f}, "
-                  f"graft {r['summary']['graft_lens_logprob_diff_final']:.3f}")
+                  f"graft {r['summary']['graft_lens_logprob_diff_final']:.3f}; teacher-forced fact "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in r["facts_teacher_forced"].items() if k != "n"))
         results = {"stage": "diagnose", "runs": runs}
         if ctx.is_global_zero:
             write_json_atomic(ctx.run_dir / "diagnose.json", results)
