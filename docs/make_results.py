@@ -145,10 +145,10 @@ def paper_table(name: str) -> list[str]:
     return lines
 
 
-def commands(settings: dict[str, list[Job]], experiment: str) -> str:
+def commands(experiment: str, has_protocol_row: bool) -> str:
     protocol = f"python train.py -m experiment={PROTOCOL}_tiny"
     own = f"python train.py -m experiment={experiment}_tiny"
-    return f"`{own}`" + (f" (its protocol row: `{protocol}`)" if experiment != PROTOCOL else "")
+    return f"`{own}`" + (f" (its protocol row: `{protocol}`)" if has_protocol_row else "")
 
 
 def alignment_report(jobs: list[Job]) -> list[str]:
@@ -176,16 +176,43 @@ def samples(jobs: list[Job], models: tuple[str, ...] = ("Tuned", "Grafted", "Van
     return lines
 
 
+def constant_fact(job: Job) -> float:
+    """The fact of the best constant answer on the job's test items (what answering one digit scores)."""
+    from collections import Counter
+
+    from grafting.data.modular import task_from_config
+
+    items = task_from_config(job.results["config"]["task"]).split("test")[: int(job.results["config"]["evaluation"]
+                                                                               ["task_points"])]
+    return max(Counter(ex.answer for ex in items).values()) / len(items)
+
+
+def fact_shares(job: Job, model: str) -> tuple[float, float]:
+    """Share of the tuned donor's fact gain that ``model`` carries: over the vanilla-block control (the issue's
+    definition), and over the best of that control and the best constant answer (stricter: guessing one digit
+    carries nothing)."""
+    tuned, control = job.metric("Tuned", "fact"), job.metric("VanillaGraft", "fact")
+    floor = max(control, constant_fact(job))
+    return ((job.metric(model, "fact") - control) / max(tuned - control, 1e-9),
+            (job.metric(model, "fact") - floor) / max(tuned - floor, 1e-9))
+
+
+def share_header(jobs: list[Job], label: str = "model") -> list[str]:
+    chance = ", ".join(sorted({f"{constant_fact(j):.3f}" for j in jobs}))
+    return [f"| {label} | fact | share of the gain over VanillaGraft | share of the gain over chance "
+            f"(best constant answer: {chance}) |", "|---|---|---|---|"]
+
+
+def share_row(name: str, jobs: list[Job], model: str = "Grafted") -> str:
+    """``model``'s fact and both shares of :func:`fact_shares`, as means with bootstrap intervals over ``jobs``."""
+    shares = [fact_shares(j, model) for j in jobs]
+    return (f"| {name} | {format_interval(interval(jobs, model, 'fact'))} | "
+            f"{format_interval(bootstrap_interval([a for a, _ in shares]))} | "
+            f"{format_interval(bootstrap_interval([b for _, b in shares]))} |")
+
+
 def fact_share(group: list[Job]) -> list[str]:
-    """Share of the tuned donor's fact gain over the vanilla-block control that each graft carries, per seed:
-    (model's fact - VanillaGraft's fact) / (Tuned's fact - Vanilla's fact)."""
-    lines = ["| model | fact | share of the tuned donor's fact gain |", "|---|---|---|"]
-    for model in ("Grafted", "IdentityGraft", "VanillaGraft"):
-        shares = [(j.metric(model, "fact") - j.metric("VanillaGraft", "fact"))
-                  / max(j.metric("Tuned", "fact") - j.metric("Vanilla", "fact"), 1e-9) for j in group]
-        lines.append(f"| {model} | {format_interval(interval(group, model, 'fact'))} | "
-                     f"{format_interval(bootstrap_interval(shares))} |")
-    return lines
+    return share_header(group) + [share_row(m, group, m) for m in ("Grafted", "IdentityGraft", "VanillaGraft")]
 
 
 def provenance(jobs: list[Job]) -> str:
@@ -216,7 +243,7 @@ def build(runs: Path) -> str:
             parts += [f"### {title}", "", f"Not run yet: `python train.py -m experiment={name}_tiny`.", ""]
             continue
         settings = _settings(jobs, name, label)
-        parts += [f"### {title}", "", commands(settings, name) + ":", "", *table(settings, metrics), ""]
+        parts += [f"### {title}", "", commands(name, label is not None) + ":", "", *table(settings, metrics), ""]
         if name in PAPER:
             parts += ["The paper's numbers (one run each):", "", *paper_table(name), ""]
         if name == "knowledge":
