@@ -1,7 +1,7 @@
 """Align a graft's translators: phase ``pre`` (Pre-T), then phase ``post`` (Post-T).
 
 ``solver="adam"`` trains each translator for ``steps`` (from the identity, or from the least-squares
-optimum with ``init="lstsq"``); ``solver="lstsq"`` sets it to the closed-form MSE optimum on
+optimum with ``init="lstsq"``, or from the best scaled rotation with ``init="procrustes"``); ``solver="lstsq"`` sets it to the closed-form MSE optimum on
 ``lstsq_batches`` training batches and trains nothing; ``solver="procrustes"`` likewise, to the best
 scaled rotation (orthogonal Procrustes; semi-orthogonal between different widths). With a residual loss, each phase also reports
 how far it ended from that optimum.
@@ -38,7 +38,7 @@ class AlignConfig:
     val_check_interval: int = 100
     limit_val_batches: int = 4
     solver: str = "adam"  # adam | lstsq | procrustes
-    init: str = "identity"  # identity | lstsq (adam only)
+    init: str = "identity"  # identity | lstsq | procrustes (adam only: start from that closed form)
     lstsq_batches: int = 16
     loss: str = "residual"  # residual | logits (loss.kind)
     distance: str = "kl"  # kl | mse | cosine
@@ -135,8 +135,8 @@ def align_graft(grafted: torch.nn.Module, host: torch.nn.Module, donor: torch.nn
         before = _mean_loss(module, held_out)
         if config.solver in ("lstsq", "procrustes"):
             module.fit_least_squares_(fit_batches, config.solver)
-        elif config.init == "lstsq":
-            module.fit_least_squares_(fit_batches)
+        elif config.init in ("lstsq", "procrustes"):
+            module.fit_least_squares_(fit_batches, config.init)
         if config.solver == "adam":
             fit(module, data, f"align_{phase}", int(config.steps),
                 val_check_interval=min(int(config.val_check_interval), int(config.steps)),

@@ -389,7 +389,7 @@ RULES: dict[str, Rule] = {
     "align.method": Choice("paper", "distill"), "align.cache": Bool(), "evaluation.host_lora": Bool(), "align.distill.steps": POS, "align.distill.lr": LR,
     "align.distill.weight_decay": DECAY, "align.distill.task_weight": DECAY,
     "align.distill.text_weight": DECAY, "align.distill.eval_batches": POS,
-    "align.init": Choice("identity", "lstsq"), "align.lstsq_batches": POS,
+    "align.init": Choice("identity", "lstsq", "procrustes"), "align.lstsq_batches": POS,
     # evaluation
     "evaluation.task_points": POS, "evaluation.batch_size": POS, "evaluation.max_new_tokens": POS,
     "evaluation.first_line_only": Bool(), "evaluation.cache": Bool(), "evaluation.controls": Bool(),

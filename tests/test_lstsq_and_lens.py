@@ -113,3 +113,29 @@ def test_closed_form_translator_beats_gradient_steps_on_its_own_data(phase):
     assert losses["lstsq"] <= losses["adam"] * (1 + 1e-4)
     assert losses["lstsq"] < TranslatorAlignModule(build_grafted(host, donor, 1, 1), host, donor, 1, phase,
                                                    "residual", "mse").loss(batches[0]).item()
+
+
+@pytest.mark.parametrize("init", ["lstsq", "procrustes"])
+def test_adam_starts_from_the_closed_form_named_by_init(init):
+    """align.init=<closed form>: before any step, each translator is that closed form on the fit batches."""
+    from types import SimpleNamespace
+
+    from grafting.alignment import AlignConfig, align_graft
+    from grafting.graft_block import graft_of
+    from grafting.translators import CLOSED_FORMS
+
+    host, donor = tiny_model("gpt_neox", seed=0), tiny_model("gpt_neox", seed=1)
+    batches = _batches(3)
+    data = SimpleNamespace(train_dataloader=lambda: iter(batches), val_dataloader=lambda: iter(batches[:1]))
+    grafted = build_grafted(host, donor, layer=1, dest=1)
+    config = AlignConfig(init=init, lstsq_batches=3, distance="mse", reading="hidden")
+    align_graft(grafted, host, donor, data, config, fit=lambda *args, **kwargs: None)  # no gradient steps
+    graft = graft_of(grafted)[1]
+    reference = build_grafted(host, donor, layer=1, dest=1)  # Pre-T fitted first, then Post-T after it
+    for phase, name in (("pre", "pre_translator"), ("post", "post_translator")):
+        module = TranslatorAlignModule(reference, host, donor, 1, phase, "residual", "mse", reading="hidden")
+        weight, bias = CLOSED_FORMS[init](*module.captured(batches))
+        module.translator.set_map_(weight, bias)
+        x = torch.randn(5, surgery.hidden_size(donor))
+        torch.testing.assert_close(getattr(graft, name)(x), module.translator(x), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(graft.pre_translator(x), x)  # it did move from the identity
