@@ -27,7 +27,8 @@ METHODS = {"paper": "the paper's alignment", "host_lora": "the paper's alignment
 
 
 def _variant(job: Job) -> str:
-    return next((p.split("=", 1)[1] for p in job.setting.split() if p.startswith("+variant=")), "paper")
+    # the setting holds the overrides with Hydra's "+" stripped (grafting.reporting.aggregate.job_overrides)
+    return next((p.split("=", 1)[1] for p in job.setting.split() if p.startswith("variant=")), "paper")
 
 
 def _host(job: Job) -> str:
@@ -74,7 +75,11 @@ def fact_table(jobs: list[Job]) -> list[str]:
 
 
 def _commands(jobs: list[Job]) -> list[str]:
-    runs = sorted({f"python train.py -m experiment={j.experiment}_tiny {j.setting}".strip() for j in jobs})
+    def override(part: str) -> str:  # variant is not in the base config: it is added with "+"
+        return "+" + part if part.startswith("variant=") else part
+
+    runs = sorted({f"python train.py -m experiment={j.experiment}_tiny "
+                   + " ".join(override(p) for p in j.setting.split()) for j in jobs})
     return [f"- `{run}`" for run in runs]
 
 
