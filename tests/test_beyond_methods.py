@@ -71,9 +71,10 @@ def test_host_lora_rank_matches_the_translator_budget(family):
 @pytest.mark.parametrize("overrides", [
     ["align.method=distill"],
     ["align.solver=procrustes"],
+    ["+variant=procrustes_init"],
     ["graft.layer=0", "graft.dest=0", "graft.span=2"],
     ["evaluation.host_lora=true", "evaluation.controls=false"],
-], ids=["distill", "procrustes", "span", "host_lora"])
+], ids=["distill", "procrustes", "procrustes_init", "span", "host_lora"])
 def test_method_runs_from_the_cli(tmp_path, overrides):
     """Each method is an option of the main job (2-layer random models, a few steps)."""
     from test_cli import _results, run_train
@@ -86,6 +87,8 @@ def test_method_runs_from_the_cli(tmp_path, overrides):
     if "align.method=distill" in overrides:
         assert {"distill", "distill_vanilla"} <= set(results["align"])
         assert results["align"]["distill"]["task_kl_after"] < results["align"]["distill"]["task_kl_before"]
+    if "+variant=procrustes_init" in overrides:
+        assert results["config"]["align"]["init"] == "procrustes"
     if "graft.span=2" in overrides:
         assert results["config"]["graft"]["span"] == 2
     if "evaluation.host_lora=true" in overrides:
