@@ -48,39 +48,45 @@ def aim(group: list[Job], model: str = "Grafted") -> str:
     return ", ".join(parts)
 
 
-def width_table(jobs: list[Job]) -> list[str]:
-    lines = ["| method | model | seeds | " + " | ".join(METRICS) + " | aim |", "|---|---|---|" + "---|" * (len(METRICS) + 1)]
+def _by_variant(jobs: list[Job]) -> dict[str, list[Job]]:
+    """Jobs by method, in the order of METHODS."""
     by_variant: dict[str, list[Job]] = {}
     for job in jobs:
         by_variant.setdefault(_variant(job), []).append(job)
-    for variant in [v for v in METHODS if v in by_variant] + [v for v in by_variant if v not in METHODS]:
-        group = by_variant[variant]
+    order = [v for v in METHODS if v in by_variant] + [v for v in by_variant if v not in METHODS]
+    return {v: by_variant[v] for v in order}
+
+
+def width_table(jobs: list[Job], with_aim: bool = True) -> list[str]:
+    """Each method's graft beside its controls, then the references; ``with_aim``: the cross-width aim per method."""
+    lines = ["| method | model | seeds | " + " | ".join(METRICS) + (" | aim |" if with_aim else " |"),
+             "|---|---|---|" + "---|" * (len(METRICS) + with_aim)]
+    for variant, group in _by_variant(jobs).items():
         models = ["Grafted", "VanillaGraft", "IdentityGraft"] + (["HostLoRA"] if variant == "host_lora" else [])
         for model in models:
             cells = [format_interval(interval(group, model, m)) for m in METRICS]
-            note = aim(group) if model == "Grafted" else ""
-            lines.append(f"| `{variant}` | {model} | {len(group)} | " + " | ".join(cells) + f" | {note} |")
+            note = (aim(group) if model == "Grafted" else "") if with_aim else None
+            lines.append(f"| `{variant}` | {model} | {len(group)} | " + " | ".join(cells)
+                         + (f" | {note} |" if with_aim else " |"))
     one_per_seed = list({job.seed: job for job in jobs}.values())  # the references are the same in every method
     for model in ("Tuned", "Vanilla", "Host"):
         cells = [format_interval(interval(one_per_seed, model, m)) for m in METRICS]
-        lines.append(f"| (references) | {model} | {len(one_per_seed)} | " + " | ".join(cells) + " | |")
+        lines.append(f"| (references) | {model} | {len(one_per_seed)} | " + " | ".join(cells)
+                     + (" | |" if with_aim else " |"))
     return lines
 
 
 def fact_table(jobs: list[Job]) -> list[str]:
     """Per method, the share of the tuned donor's fact gain that its graft carries (docs/make_results.py)."""
-    by_variant: dict[str, list[Job]] = {}
-    for job in jobs:
-        by_variant.setdefault(_variant(job), []).append(job)
-    return share_header(jobs, "method") + [share_row(f"`{v}`", group) for v, group in by_variant.items()]
+    return share_header(jobs, "method") + [share_row(f"`{v}`", group) for v, group in _by_variant(jobs).items()]
 
 
 def _commands(jobs: list[Job]) -> list[str]:
     def override(part: str) -> str:  # variant is not in the base config: it is added with "+"
         return "+" + part if part.startswith("variant=") else part
 
-    runs = sorted({f"python train.py -m experiment={j.experiment}_tiny "
-                   + " ".join(override(p) for p in j.setting.split()) for j in jobs})
+    runs = sorted({" ".join([f"python train.py -m experiment={j.experiment}_tiny",
+                             *(override(p) for p in j.setting.split())]) for j in jobs})
     return [f"- `{run}`" for run in runs]
 
 
@@ -101,7 +107,7 @@ def build(runs: Path) -> str:
         for host in sorted({_host(j) for j in mine}):
             group = [j for j in mine if _host(j) == host]
             parts += [f"### {title}: host `{host}`", "", "Commands (5 seeds each unless the table says fewer):", "",
-                      *_commands(group), "", *width_table(group), ""]
+                      *_commands(group), "", *width_table(group, with_aim=experiment == "beyond"), ""]
             if experiment == "beyond_knowledge":
                 parts += ["Share of the tuned donor's fact gain that each graft carries (per seed, then mean and "
                           "interval):", "", *fact_table(group), ""]
