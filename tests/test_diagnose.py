@@ -198,3 +198,11 @@ def test_diagnose_stage_on_a_smoke_pipeline_run(tmp_path):
     facts = entry["facts_teacher_forced"]
     assert facts["n"] == 8 and all(0.0 <= facts[k] <= 1.0 for k in ("Tuned", "Grafted", "input_half", "output_half"))
     assert not list(run_dir.glob("diagnose.*"))  # never written into the pipeline run
+
+
+def test_run_label_names_the_alignment_options_that_differ_from_the_papers(tmp_path):
+    from grafting.stages.diagnose import _alignment_options
+
+    assert _alignment_options(compose_config(["debug=smoke"], tmp_path / "a")) == []
+    cfg = compose_config(["debug=smoke", "align.init=procrustes", "graft.span=2"], tmp_path / "b")
+    assert _alignment_options(cfg) == ["align.init=procrustes", "graft.span=2"]

@@ -79,6 +79,13 @@ def _scores(folder: Path) -> dict[str, dict[str, float]]:
     return {name: {k: s[k] for k in ("f_H", "f_S", "fact") if k in s} for name, s in models.items()}
 
 
+def _alignment_options(run_cfg: DictConfig) -> list[str]:
+    """The run's alignment options that differ from the paper's (what tells two runs of one pair apart)."""
+    paper = {"align.method": "paper", "align.solver": "adam", "align.init": "identity", "graft.span": 1}
+    values = {key: OmegaConf.select(run_cfg, key, default=default) for key, default in paper.items()}
+    return [f"{key}={value}" for key, value in values.items() if value != paper[key]]
+
+
 def diagnose_run(folder: Path, paths: DictConfig, n_prompts: int) -> dict[str, Any]:
     """The diagnostics of one pipeline run folder, with what identifies it (host, donor, i, j, scores)."""
     run_cfg = _run_config(folder, paths)
@@ -98,7 +105,7 @@ def diagnose_run(folder: Path, paths: DictConfig, n_prompts: int) -> dict[str, A
                                                       fact_items(task, tokenizer, n_prompts), layer)
     host_name, donor_name = str(run_cfg.host.get("name", "host")), str(run_cfg.donor.get("name", "donor"))
     label = (f"host {host_name} (d={surgery.hidden_size(host)}) <- {donor_name} (d={surgery.hidden_size(donor)}), "
-             f"i={layer} j={dest}")
+             f"i={layer} j={dest}" + "".join(f", {name}" for name in _alignment_options(run_cfg)))
     return {"run_dir": str(folder), "label": label, "host": host_name, "donor": donor_name,
             "host_width": surgery.hidden_size(host), "donor_width": surgery.hidden_size(donor),
             "answer_token": tokenizer.decode([result["answer_token_id"]]), "scores": _scores(folder), **result}
