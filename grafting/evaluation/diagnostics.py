@@ -72,6 +72,14 @@ def fact_items(task: ModularAddition, tokenizer, n_prompts: int) -> list[tuple[t
     return items
 
 
+def _rows_by_length(sequences: Sequence[torch.Tensor]) -> dict[int, list[int]]:
+    """Indices of ``sequences`` grouped by length: each group runs as one unpadded batch."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for n, ids in enumerate(sequences):
+        groups[len(ids)].append(n)
+    return groups
+
+
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -86,9 +94,7 @@ def block_residuals(model: nn.Module, prompts: Sequence[torch.Tensor]) -> torch.
     """
     blocks = surgery.get_blocks(model)
     device = _device(model)
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for n, ids in enumerate(prompts):
-        by_length[len(ids)].append(n)
+    by_length = _rows_by_length(prompts)
     out = torch.zeros(len(blocks), len(prompts), surgery.hidden_size(model), dtype=torch.float32)
     captured: dict[int, torch.Tensor] = {}
 
@@ -210,9 +216,7 @@ def _hidden(output: Any) -> torch.Tensor:
 @torch.no_grad()
 def _digit_hits(run, items: Sequence[tuple[torch.Tensor, int]]) -> float:
     """Share of ``items`` whose answer token is the argmax at the position before it; ``run(ids)`` -> logits."""
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for n, (ids, _) in enumerate(items):
-        by_length[len(ids)].append(n)
+    by_length = _rows_by_length([ids for ids, _ in items])
     hits = 0
     for rows in by_length.values():
         ids = torch.stack([items[n][0] for n in rows])
