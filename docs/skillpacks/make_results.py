@@ -1,9 +1,11 @@
-"""Writes docs/skillpacks/results.md and budget_curves.png from a finished `experiment=skillpack_budgets` sweep.
+"""Regenerates the tables of docs/skillpacks/results.md (and budget_curves.png) from finished sweeps.
 
-    python docs/skillpacks/make_results.py outputs/skillpack_budgets/multiruns/<time> [--out docs/skillpacks]
+    python docs/skillpacks/make_results.py outputs/skillpack_budgets [--hetero outputs/skillpack_hetero]
 
-Every job's ``results.json`` (one per seed) is read; each table cell is the mean over seeds with a 95%
-percentile-bootstrap interval (grafting.metrics.stats.bootstrap_interval) and the number of seeds.
+Every job's ``results.json`` under the folder (one per seed) is read; each table cell is the mean over
+seeds with a 95% percentile-bootstrap interval (grafting.metrics.stats.bootstrap_interval). Only the text
+between ``<!-- budgets:start -->`` / ``<!-- budgets:end -->`` (and the ``hetero`` markers) is replaced,
+so the hand-written account around the tables stays.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 from grafting.metrics.stats import bootstrap_interval
 from grafting.skillpack.report import budget_figure, summarize_budgets, summary_markdown
 
 SWEEP = "python train.py -m experiment=skillpack_budgets"
+HETERO = "python train.py -m experiment=skillpack_hetero"
 
 
 def _fmt(stats: tuple[float, float, float]) -> str:
@@ -24,12 +28,24 @@ def _fmt(stats: tuple[float, float, float]) -> str:
     return "nan" if math.isnan(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _jobs(multirun: Path) -> list[dict]:
-    jobs = [json.loads(p.read_text()) for p in sorted(multirun.rglob("results.json"))]
-    jobs = [j for j in jobs if j.get("stage") == "skillpack" and j.get("budgets")]
+def _jobs(folder: Path, run_name: str) -> list[dict]:
+    """Finished jobs of one experiment under ``folder``; a seed found twice is an error (which one counts?)."""
+    jobs = [{**json.loads(p.read_text()), "_path": str(p.parent)} for p in sorted(folder.rglob("results.json"))]
+    jobs = [j for j in jobs if j.get("stage") == "skillpack" and j.get("budgets")
+            and j.get("config", {}).get("run_name") == run_name]
     if not jobs:
-        raise SystemExit(f"no finished skillpack job with budget curves under {multirun}")
+        raise SystemExit(f"no finished {run_name} job (results.json with budget curves) under {folder}")
     return jobs
+
+
+def _seeds(jobs: list[dict], key=lambda j: ()) -> list[int]:
+    seen: dict = {}
+    for j in jobs:
+        k = (*key(j), j["config"]["seed"])
+        if k in seen:
+            raise SystemExit(f"two finished jobs for {k}: {seen[k]} and {j['_path']}; keep one")
+        seen[k] = j["_path"]
+    return sorted({j["config"]["seed"] for j in jobs})
 
 
 def fusion_markdown(jobs: list[dict], tasks: list[str]) -> str:
@@ -39,45 +55,94 @@ def fusion_markdown(jobs: list[dict], tasks: list[str]) -> str:
         cells = [_fmt(bootstrap_interval([j["fusion"]["scores"][row].get(t, math.nan) for j in jobs])) for t in tasks]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     acc = {t: _fmt(bootstrap_interval([j["fusion"]["router_paraphrase_accuracy"][t] for j in jobs])) for t in tasks}
+    own = {t: _fmt(bootstrap_interval([j["fusion"]["router_test_accuracy"][t] for j in jobs])) for t in tasks}
     chosen = [j["fusion"]["mergers_chosen_on_val"] for j in jobs]
-    lines += ["", "Router accuracy on held-out paraphrased instructions (one shared `Answer:` cue): "
-              + ", ".join(f"{t} {v}" for t, v in acc.items()),
+    lines += ["", "Router accuracy (share of prompts sent to the task's own pack):",
+              "- on the test prompts, in their training template: " + ", ".join(f"{t} {v}" for t, v in own.items()),
+              "- on held-out paraphrased instructions that share one `Answer:` cue (no template gives the task "
+              "away): " + ", ".join(f"{t} {v}" for t, v in acc.items()),
               "", "Merger settings chosen on validation, per seed: "
               + "; ".join(", ".join(f"{m} {c['params']}" for m, c in ch.items()) for ch in chosen)]
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("multirun", type=Path)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
-    args = parser.parse_args()
-    jobs = _jobs(args.multirun)
-    seeds = sorted(j["config"]["seed"] for j in jobs)
+def budgets_markdown(jobs: list[dict], folder: Path, out: Path) -> str:
+    seeds = _seeds(jobs)
     summary = summarize_budgets([j["budgets"] for j in jobs])
     tasks = list(jobs[0]["budgets"])
-    budget_figure({t: [r for r in summary if r["task"] == t] for t in tasks}, args.out / "budget_curves.png",
+    budget_figure({t: [r for r in summary if r["task"] == t] for t in tasks}, out / "budget_curves.png",
                   f"Retained gain vs bytes, mean and 95% interval over seeds {seeds}")
     host, donor = jobs[0]["config"]["host"]["name"], jobs[0]["config"]["donor"]["name"]
-    md = [f"# SkillPacks at equal byte budgets: target {host}, source {donor}", "",
-          f"Sweep: `{SWEEP}` (seeds {seeds}); tables: `python docs/skillpacks/make_results.py {args.multirun}`.",
-          "Every cell: % of the full fine-tune's gain kept on the test split, mean [95% bootstrap interval] over",
-          "seeds; the full fine-tune is the dense pack applied to the target in its own dtype. Bytes are the pack's",
-          "tensor data as % of the dense float32 delta; each method's setting is the largest that fits the budget.",
-          "Choices (merge weights, TIES density, DARE rate, LoRA lr) are made on the validation split.", "",
+    md = [f"_Generated by `python docs/skillpacks/make_results.py {folder}` from {len(jobs)} jobs "
+          f"(seeds {seeds}) of `{SWEEP}`: target {host}, source {donor}._", "",
+          "Every cell: % of the full fine-tune's gain kept on the test split, mean [95% bootstrap interval] "
+          "(n seeds). `dense` (the full fine-tune, 100% of the bytes) is 100 by definition and fits no budget.", "",
           "![budget curves](budget_curves.png)", ""]
     for t in tasks:
         full = bootstrap_interval([j["full"][t]["score"] for j in jobs])
         base = bootstrap_interval([j["base"][t]["score"] for j in jobs])
         src = bootstrap_interval([j["source"][t]["score"] for j in jobs])
-        md += [f"## {t}", "", f"`{SWEEP}`: base {_fmt(base)}, source {_fmt(src)}, full fine-tune {_fmt(full)}", "",
-               summary_markdown(summary, t)]
-    md += ["## Fusion and routing (score on test)", "", f"`{SWEEP}`", "", fusion_markdown(jobs, tasks)]
+        md += [f"### {t}", "", f"Test score: base {_fmt(base)}, source {_fmt(src)}, full fine-tune (dense pack) "
+               f"{_fmt(full)}.", "", summary_markdown(summary, t)]
+    if all("fusion" in j for j in jobs):
+        md += ["### Fusion and routing (score on test)", "", fusion_markdown(jobs, tasks)]
     minutes = [j["wall_seconds"] / 60 for j in jobs if "wall_seconds" in j]
     if minutes:
-        md += [f"Cost: {_fmt(bootstrap_interval(minutes))} minutes of wall time per job."]
-    (args.out / "results.md").write_text("\n".join(md) + "\n")
-    print(f"wrote {args.out / 'results.md'} from {len(jobs)} jobs")
+        md += [f"Cost: {_fmt(bootstrap_interval(minutes))} minutes of wall time per job (one CPU core each)."]
+    return "\n".join(md)
+
+
+def hetero_markdown(jobs: list[dict], folder: Path) -> str:
+    """Per skill: the GPT-2 source, and the target trained on its answers by SFT alone or SFT + DPO."""
+    by_dpo = {d: [j for j in jobs if bool(j["config"]["skill"]["dpo"]["enabled"]) is d] for d in (False, True)}
+    seeds = _seeds(jobs, key=lambda j: (bool(j["config"]["skill"]["dpo"]["enabled"]),))
+    cfg = jobs[0]["config"]
+    arch = cfg["donor"].get("arch") or {}
+    tasks = list(jobs[0]["budgets"])
+    fractions = sorted({float(r["budget"]) for j in jobs for rows in j["budgets"].values() for r in rows})
+    methods = list(dict.fromkeys(r["method"] for j in jobs for rows in j["budgets"].values() for r in rows))
+    md = [f"_Generated by `python docs/skillpacks/make_results.py ... --hetero {folder}` from {len(jobs)} jobs "
+          f"(seeds {seeds}) of `{HETERO}`: source {cfg['donor']['name']} ({arch.get('model_type', '?')}, "
+          f"{cfg['donor'].get('tokenizer_vocab', '?')}-token tokenizer), target {cfg['host']['name']}._", "",
+          "Test scores, mean [95% bootstrap interval] (n seeds); packs: % of the full fine-tune's gain kept.", ""]
+    cols = [f"{m} @ {100 * f:g}%" for f in fractions for m in methods]
+    md += ["| skill | target training | n | source | base | full fine-tune | " + " | ".join(cols) + " |",
+           "|---|---|---|---|---|---|" + "---|" * len(cols)]
+    for t in tasks:
+        for dpo, group in by_dpo.items():
+            if not group:
+                continue
+            cells = [_fmt(bootstrap_interval([j[k][t]["score"] for j in group])) for k in ("source", "base", "full")]
+            for f in fractions:
+                for m in methods:
+                    gains = [r["pct_gain"] for j in group for r in j["budgets"][t]
+                             if r["method"] == m and float(r["budget"]) == f]
+                    cells.append(_fmt(bootstrap_interval(gains)) if gains else "")
+            md.append(f"| {t} | {'SFT + DPO' if dpo else 'SFT'} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(md) + "\n"
+
+
+def replace_block(text: str, name: str, body: str, path: Path) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{path} has no {start} ... {end} block to fill")
+    return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n\n{body}\n{end}", text, flags=re.S)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("budgets", type=Path, help="folder with the jobs of experiment=skillpack_budgets")
+    parser.add_argument("--hetero", type=Path, help="folder with the jobs of experiment=skillpack_hetero")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    path = args.out / "results.md"
+    text = path.read_text()
+    jobs = _jobs(args.budgets, "skillpack_budgets")
+    text = replace_block(text, "budgets", budgets_markdown(jobs, args.budgets, args.out), path)
+    if args.hetero:
+        text = replace_block(text, "hetero", hetero_markdown(_jobs(args.hetero, "skillpack_hetero"), args.hetero), path)
+    path.write_text(text)
+    print(f"wrote {path} from {len(jobs)} budget jobs" + (f" and {args.hetero}" if args.hetero else ""))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 15's sweep: 3 seeds of experiment=skillpack_budgets, then the tables of docs/skillpacks/results.md.
-# One job is ~2 h of one CPU core at full size (see results.md); on a GPU set evaluation.device=cuda
-# (the default "auto" already picks it). Jobs run one after another unless a parallel launcher is given,
+# One job is ~70 min of one CPU core (results.md gives the measured cost); on a GPU the default
+# evaluation.device=auto picks it. Jobs run one after another unless a parallel launcher is given,
 # e.g. `bash docs/skillpacks/sweep.sh hydra/launcher=local_parallel`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
