@@ -158,7 +158,7 @@ def summarize_budgets(runs: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]])
 
 
 def summary_markdown(summary: Sequence[Mapping[str, Any]], task: str) -> str:
-    """Methods × budgets for one task: ``mean [low, high]`` of the retained gain over seeds (n seeds)."""
+    """Methods × budgets for one task: ``mean [low, high]`` of the retained gain over seeds, then the bytes used."""
     rows = [r for r in summary if r["task"] == task]
     budgets = sorted({r["budget"] for r in rows})
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -166,7 +166,7 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], task: str) -> str:
     for r in rows:
         mean, low, high = r["gain"]
         cell[(r["method"], r["budget"])] = ("does not fit" if not r["fits"] else
-                                            f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}] (n={r['n']})")
+                                            f"{mean:.1f} [{low:.1f}, {high:.1f}], {r['pct_dense']:.2g}% (n={r['n']})")
     lines = ["| method | " + " | ".join(f"{100 * b:g}%" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
     lines += ["| " + m + " | " + " | ".join(cell.get((m, b), "") for b in budgets) + " |" for m in methods]
     return "\n".join(lines) + "\n"
