@@ -23,9 +23,9 @@ SWEEP = "python train.py -m experiment=skillpack_budgets"
 HETERO = "python train.py -m experiment=skillpack_hetero"
 
 
-def _fmt(stats: tuple[float, float, float]) -> str:
+def _fmt(stats: tuple[float, float, float], digits: int = 3) -> str:
     mean, low, high = stats
-    return "nan" if math.isnan(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+    return "nan" if math.isnan(mean) else f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _jobs(folder: Path, run_name: str) -> list[dict]:
@@ -108,10 +108,7 @@ def budgets_markdown(jobs: list[dict], folder: Path, out: Path) -> str:
 
 def _cell(values: list[float], digits: int = 3) -> str:
     """A mean with its interval, or the value alone where there is one run (an interval would be empty)."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    mean, low, high = bootstrap_interval(values)
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return f"{values[0]:.{digits}f}" if len(values) == 1 else _fmt(bootstrap_interval(values), digits)
 
 
 def hetero_markdown(jobs: list[dict], folder: Path) -> str:
