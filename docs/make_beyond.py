@@ -24,7 +24,8 @@ EXPERIMENTS = ("beyond", "beyond_knowledge")
 # what each variant is on the command line (+variant=<name>)
 METHODS = {"paper": "the paper's alignment", "host_lora": "the paper's alignment (+ host LoRA control)", "procrustes": "closed-form rotation",
            "procrustes_init": "the paper's KL from the closed-form rotation",
-           "distill": "paper + distillation phase", "span2": "graft a span of 2 blocks"}
+           "distill": "paper + distillation phase",
+           "distill_long": "paper + 4x the distillation phase", "span2": "graft a span of 2 blocks"}
 
 
 def _variant(job: Job) -> str:
