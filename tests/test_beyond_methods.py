@@ -93,3 +93,19 @@ def test_method_runs_from_the_cli(tmp_path, overrides):
         assert results["config"]["graft"]["span"] == 2
     if "evaluation.host_lora=true" in overrides:
         assert "HostLoRA" in models and "VanillaGraft" not in models
+
+
+@pytest.mark.parametrize(("variant", "expected"), [
+    ("distill", {"align.method": "distill", "align.distill.steps": 100}),
+    ("distill_long", {"align.method": "distill", "align.distill.steps": 400}),
+    ("procrustes_init", {"align.init": "procrustes", "align.solver": "adam"}),
+    ("span2", {"graft.span": 2}),
+    ("host_lora", {"evaluation.host_lora": True}),
+])
+def test_each_beyond_variant_sets_its_method(tmp_path, variant, expected):
+    """``+variant=<name>`` of the beyond sweeps composes to the alignment options its table row names."""
+    from conftest import compose_config
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(["experiment=beyond_knowledge_tiny", f"+variant={variant}"], tmp_path)
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
