@@ -199,8 +199,8 @@ def fact_shares(job: Job, model: str) -> tuple[float, float]:
 
 def share_header(jobs: list[Job], label: str = "model") -> list[str]:
     chance = ", ".join(sorted({f"{constant_fact(j):.3f}" for j in jobs}))
-    return [f"| {label} | fact | share of the gain over VanillaGraft | share of the gain over chance "
-            f"(best constant answer: {chance}) |", "|---|---|---|---|"]
+    return [f"| {label} | fact | share of the gain over VanillaGraft | share of the gain over the better of "
+            f"VanillaGraft and chance (best constant answer: {chance}) |", "|---|---|---|---|"]
 
 
 def share_row(name: str, jobs: list[Job], model: str = "Grafted") -> str:

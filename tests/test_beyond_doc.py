@@ -1,0 +1,43 @@
+"""docs/make_beyond.py: the fact shares against a hand computation, and the host LoRA control's own row."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
+import make_beyond  # noqa: E402
+import make_results  # noqa: E402
+
+TASK = {"kind": "recall", "n": 10, "operand_max": 64, "test_size": 1000, "split_seed": 0,
+        "prompt_template": "Question: What is the code of {a}?\nAnswer:"}
+
+
+def _job(variant: str, seed: int, facts: dict[str, float]) -> make_results.Job:
+    models = {m: {"fact": f, "f_H": 1.0, "f_S": 1.0, "kl_host": 0.1, "MLM": 0.05} for m, f in facts.items()}
+    config = {"seed": seed, "host": {"name": "tiny-host"}, "task": TASK, "evaluation": {"task_points": 64}}
+    setting = f"host=tiny-host variant={variant}" if variant != "paper" else "host=tiny-host"
+    return make_results.Job("beyond_knowledge", setting, seed, {"models": models, "config": config})
+
+
+def test_fact_shares_match_a_hand_computation():
+    job = _job("distill", 0, {"Tuned": 1.0, "Grafted": 0.8, "VanillaGraft": 0.5})
+    chance = make_results.constant_fact(job)
+    assert 0 < chance < 0.5  # 64 balanced facts: one digit answers about a tenth
+    over_control, over_floor = make_results.fact_shares(job, "Grafted")
+    assert over_control == pytest.approx((0.8 - 0.5) / (1.0 - 0.5))
+    assert over_floor == pytest.approx(over_control)  # the control lies above chance, so it is the floor
+    low = _job("paper", 0, {"Tuned": 1.0, "Grafted": 0.3, "VanillaGraft": 0.0})
+    assert make_results.fact_shares(low, "Grafted") == pytest.approx((0.3, (0.3 - chance) / (1.0 - chance)))
+
+
+def test_host_lora_rows_show_the_lora_not_a_second_copy_of_the_paper_graft():
+    jobs = [_job(v, s, {"Tuned": 1.0, "Grafted": 0.1, "VanillaGraft": 0.0, "IdentityGraft": 0.0,
+                        "HostLoRA": 0.9, "Vanilla": 0.0, "Host": 0.0})
+            for v in ("paper", "host_lora") for s in range(2)]
+    lora_rows = [r for r in make_beyond.width_table(jobs, with_aim=False) if r.startswith("| `host_lora`")]
+    assert [r.split(" | ")[1] for r in lora_rows] == ["HostLoRA"]
+    share = [r for r in make_beyond.fact_table(jobs) if r.startswith("| `host_lora`")]
+    assert share and share[0].split(" | ")[1].startswith("0.900")  # HostLoRA's fact, not Grafted's 0.100
