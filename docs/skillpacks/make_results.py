@@ -16,16 +16,11 @@ import math
 import re
 from pathlib import Path
 
-from grafting.metrics.stats import bootstrap_interval
+from grafting.metrics.stats import bootstrap_interval, format_interval
 from grafting.skillpack.report import budget_figure, summarize_budgets, summary_markdown
 
 SWEEP = "python train.py -m experiment=skillpack_budgets"
 HETERO = "python train.py -m experiment=skillpack_hetero"
-
-
-def _fmt(stats: tuple[float, float, float], digits: int = 3) -> str:
-    mean, low, high = stats
-    return "nan" if math.isnan(mean) else f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _jobs(folder: Path, run_name: str) -> list[dict]:
@@ -52,10 +47,10 @@ def fusion_markdown(jobs: list[dict], tasks: list[str]) -> str:
     rows = list(dict.fromkeys(r for j in jobs for r in j["fusion"]["scores"]))
     lines = ["| | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for row in rows:
-        cells = [_fmt(bootstrap_interval([j["fusion"]["scores"][row].get(t, math.nan) for j in jobs])) for t in tasks]
+        cells = [format_interval(bootstrap_interval([j["fusion"]["scores"][row].get(t, math.nan) for j in jobs])) for t in tasks]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    acc = {t: _fmt(bootstrap_interval([j["fusion"]["router_paraphrase_accuracy"][t] for j in jobs])) for t in tasks}
-    own = {t: _fmt(bootstrap_interval([j["fusion"]["router_test_accuracy"][t] for j in jobs])) for t in tasks}
+    acc = {t: format_interval(bootstrap_interval([j["fusion"]["router_paraphrase_accuracy"][t] for j in jobs])) for t in tasks}
+    own = {t: format_interval(bootstrap_interval([j["fusion"]["router_test_accuracy"][t] for j in jobs])) for t in tasks}
     chosen = [j["fusion"]["mergers_chosen_on_val"] for j in jobs]
     lines += ["", "Router accuracy (share of prompts sent to the task's own pack):",
               "- on the test prompts, in their training template: " + ", ".join(f"{t} {v}" for t, v in own.items()),
@@ -96,19 +91,19 @@ def budgets_markdown(jobs: list[dict], folder: Path, out: Path) -> str:
         full = bootstrap_interval([j["full"][t]["score"] for j in jobs])
         base = bootstrap_interval([j["base"][t]["score"] for j in jobs])
         src = bootstrap_interval([j["source"][t]["score"] for j in jobs])
-        md += [f"### {t}", "", f"Test score: base {_fmt(base)}, source {_fmt(src)}, full fine-tune (dense pack) "
-               f"{_fmt(full)}.", "", summary_markdown(summary, t), lora_line(jobs, t)]
+        md += [f"### {t}", "", f"Test score: base {format_interval(base)}, source {format_interval(src)}, full fine-tune (dense pack) "
+               f"{format_interval(full)}.", "", summary_markdown(summary, t), lora_line(jobs, t)]
     if all("fusion" in j for j in jobs):
         md += ["### Fusion and routing (score on test)", "", fusion_markdown(jobs, tasks)]
     minutes = [j["wall_seconds"] / 60 for j in jobs if "wall_seconds" in j]
     if minutes:
-        md += [f"Cost: {_fmt(bootstrap_interval(minutes))} minutes of wall time per job (one CPU core each)."]
+        md += [f"Cost: {format_interval(bootstrap_interval(minutes))} minutes of wall time per job (one CPU core each)."]
     return "\n".join(md)
 
 
 def _cell(values: list[float], digits: int = 3) -> str:
     """A mean with its interval, or the value alone where there is one run (an interval would be empty)."""
-    return f"{values[0]:.{digits}f}" if len(values) == 1 else _fmt(bootstrap_interval(values), digits)
+    return f"{values[0]:.{digits}f}" if len(values) == 1 else format_interval(bootstrap_interval(values), digits)
 
 
 def hetero_markdown(jobs: list[dict], folder: Path) -> str:
