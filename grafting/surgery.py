@@ -224,3 +224,39 @@ def set_attention_layer_idx_(block: nn.Module, layer_idx: int) -> None:
     for module in block.modules():
         if hasattr(module, "layer_idx") and module is not block:
             module.layer_idx = layer_idx
+
+
+# ----------------------------------------------------------------------------------------------
+# Widening an initialisation
+# ----------------------------------------------------------------------------------------------
+
+
+def head_dim(model: nn.Module) -> int:
+    config = model.config
+    return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+
+
+@torch.no_grad()
+def embed_narrow_(wide: nn.Module, narrow: nn.Module) -> nn.Module:
+    """Copy every parameter of ``narrow`` into the leading slice of the same parameter of ``wide``, in place.
+
+    The wider model then *contains* the narrow model's initialisation: its first ``d`` hidden units,
+    first heads, first MLP units and first blocks hold exactly the narrow model's numbers, and only the
+    added ones are its own. This is how a wider host shares the vanilla model's initialisation.
+    Both must be one family with the same head size, so that a head's query, key and value rows (laid
+    out head by head in every supported family) keep their place; the wider model has more heads.
+    """
+    if architecture(wide).family != architecture(narrow).family:
+        raise ValueError("embed_narrow_: both models must be one architecture family.")
+    if head_dim(wide) != head_dim(narrow):
+        raise ValueError(f"embed_narrow_: head sizes differ ({head_dim(wide)} vs {head_dim(narrow)}); widen by "
+                         "adding heads, not by growing them.")
+    wide_params = dict(wide.named_parameters())
+    for name, small in narrow.named_parameters():
+        if name not in wide_params:
+            raise ValueError(f"embed_narrow_: {name} of the narrow model has no counterpart in the wide one.")
+        big = wide_params[name]
+        if small.dim() != big.dim() or any(s > b for s, b in zip(small.shape, big.shape, strict=True)):
+            raise ValueError(f"embed_narrow_: {name} has shape {tuple(small.shape)}, not inside {tuple(big.shape)}.")
+        big[tuple(slice(0, s) for s in small.shape)] = small
+    return wide

@@ -64,3 +64,34 @@ def test_block_index_errors_name_the_key():
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(ValueError, match="Unsupported architecture"):
         surgery.architecture(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "llama", "gpt2"])
+def test_embed_narrow_puts_the_narrow_init_inside_the_wide_one(family):
+    """Widening by heads: every narrow parameter sits in the leading slice, head by head; the rest is the wide init."""
+    narrow = tiny_model(family, seed=0)
+    cfg = narrow.config
+    heads = cfg.num_attention_heads if family != "gpt2" else cfg.n_head
+    d = cfg.hidden_size
+    size = {"hidden_size": d * 2, "num_attention_heads": heads * 2} if family != "gpt2" else {"n_embd": d * 2, "n_head": heads * 2}
+    if family == "llama":
+        size["num_key_value_heads"] = heads * 2
+    wide = tiny_model(family, seed=1, **size)
+    before = {k: v.clone() for k, v in wide.state_dict().items()}
+    surgery.embed_narrow_(wide, narrow)
+    wide_params = dict(wide.named_parameters())
+    for name, small in narrow.named_parameters():
+        big = wide_params[name]
+        torch.testing.assert_close(big[tuple(slice(0, s) for s in small.shape)], small, rtol=0, atol=0)
+        if big.shape != small.shape:  # the added units keep the wide model's own numbers
+            assert torch.equal(big.flatten()[-1], before[name].flatten()[-1])
+    changed = [n for n, p in narrow.named_parameters() if not torch.equal(before[n][tuple(slice(0, s) for s in p.shape)], p)]
+    assert changed, "the wide model's leading slices should have been overwritten"
+
+
+
+def test_embed_narrow_refuses_other_head_sizes():
+    narrow = tiny_model("gpt_neox", seed=0)
+    wide = tiny_model("gpt_neox", seed=1, hidden_size=narrow.config.hidden_size * 2)  # same heads, bigger
+    with pytest.raises(ValueError, match="head sizes differ"):
+        surgery.embed_narrow_(wide, narrow)

@@ -44,6 +44,8 @@ DATA_PARTS = ("all", "dedup", "a", "b")
 def recipe(spec: dict[str, Any]) -> dict[str, Any]:
     """Everything that determines the pretrained weights (the spec's ``seed`` sets both seeds by default)."""
     seed = int(spec.get("seed", 0))
+    shared = spec.get("shared_init")
+    extra = {"shared_init": {"arch": dict(shared["arch"]), "init_seed": int(shared["init_seed"])}} if shared else {}
     return {
         "arch": dict(spec["arch"]),
         "pretrain": {k: v for k, v in dict(spec["pretrain"]).items() if k != "accelerator"},
@@ -52,6 +54,7 @@ def recipe(spec: dict[str, Any]) -> dict[str, Any]:
         "data_part": str(spec.get("data_part", "all")),
         "tokenizer_vocab": int(spec.get("tokenizer_vocab", 4096)),
         "version": PRETRAIN_VERSION,
+        **extra,
     }
 
 

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from grafting import surgery
 from grafting.artifacts import save_trained_model
 from grafting.data.corpus import builtin_documents, builtin_fingerprint
 from grafting.data.datamodule import GraftingDataModule, split_texts
@@ -65,6 +66,8 @@ def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[
     dropout = float(cfg.get("dropout", 0.0))
     model = build_random({**r["arch"], "hidden_dropout": dropout, "attention_dropout": dropout}
                          if dropout else r["arch"], r["init_seed"])
+    if "shared_init" in r:  # a wider model that contains a narrower one's initialisation (surgery.embed_narrow_)
+        surgery.embed_narrow_(model, build_random(r["shared_init"]["arch"], r["shared_init"]["init_seed"]))
     seq_len, batch_size, val_batches = int(cfg["seq_len"]), int(cfg["batch_size"]), int(cfg.get("val_batches", 20))
     train = TextChunkDataset(training_documents(r["data_part"]), tokenizer, seq_len)
     data = GraftingDataModule(train, None, tokenizer.pad_token_id, batch_size, seed=r["data_seed"])
