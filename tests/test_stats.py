@@ -1,40 +1,113 @@
-"""Bootstrap intervals against a direct reference computation."""
+"""The one interval (grafting.metrics.stats): reference values, and coverage on simulated seed x item data."""
 
 import math
 import random
 
 import pytest
+import torch
 
-from grafting.metrics.stats import bootstrap_interval, format_interval, separated
-
-
-def _reference(values, level=0.95, resamples=4000, seed=1):
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choice(values) for _ in values) / len(values) for _ in range(resamples))
-    return means[int(resamples * (1 - level) / 2)], means[int(resamples * (1 + level) / 2) - 1]
-
-
-def test_interval_matches_a_plain_python_bootstrap():
-    values = [0.0, 0.0, 1.0, 1.0, 1.0, 0.5, 0.9]
-    mean, low, high = bootstrap_interval(values, resamples=20_000)
-    ref_low, ref_high = _reference(values)
-    assert mean == pytest.approx(sum(values) / len(values))
-    assert low == pytest.approx(ref_low, abs=0.03) and high == pytest.approx(ref_high, abs=0.03)
-    assert low < mean < high
+from grafting.metrics.stats import (
+    betainc,
+    bootstrap_interval,
+    clopper_pearson,
+    format_interval,
+    ratio_interval,
+    seed_item_interval,
+    separated,
+    t_quantile,
+)
 
 
-def test_constant_and_single_samples_have_no_width_and_nans_are_dropped():
-    assert bootstrap_interval([0.25, 0.25, 0.25]) == (0.25, 0.25, 0.25)
-    assert bootstrap_interval([0.7]) == (0.7, 0.7, 0.7)
-    assert bootstrap_interval([1.0, float("nan"), 1.0]) == (1.0, 1.0, 1.0)
-    assert all(math.isnan(x) for x in bootstrap_interval([]))
+def test_distributions_match_reference_values():
+    # Student's t and the exact binomial bounds, against published table values.
+    assert t_quantile(0.975, 4) == pytest.approx(2.7764, abs=1e-4)
+    assert t_quantile(0.975, 9) == pytest.approx(2.2622, abs=1e-4)
+    assert t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-4)
+    assert betainc(2.0, 3.0, 0.4) == pytest.approx(0.5248, abs=1e-4)  # 1 - sum_{k<2} Bin(4, .4)
+    low, high = clopper_pearson(1000, 1000)
+    assert low == pytest.approx(0.99631, abs=1e-5) and high == 1.0
+    low, high = clopper_pearson(5, 10)
+    assert low == pytest.approx(0.18709, abs=1e-5) and high == pytest.approx(0.81291, abs=1e-5)
 
 
-def test_seeded_and_separation():
-    assert bootstrap_interval([0.1, 0.9, 0.4]) == bootstrap_interval([0.1, 0.9, 0.4])
-    high = bootstrap_interval([0.9, 1.0, 0.95, 1.0, 0.9])
-    low = bootstrap_interval([0.0, 0.1, 0.0, 0.05, 0.0])
+def test_interval_by_hand():
+    # Two seeds of a non-proportion with item variances: mean ± t_1 * sqrt(s_b^2/2 + mean(v/n)).
+    mean, low, high = seed_item_interval([1.0, 3.0], n_items=100, item_vars=[4.0, 16.0])
+    se = math.sqrt(2.0 / 2 + (0.04 + 0.16) / 2)
+    assert mean == 2.0
+    assert high - mean == pytest.approx(t_quantile(0.975, 1) * se)
+    assert mean - low == pytest.approx(high - mean)
+
+
+def test_no_zero_width_over_a_finite_test_set():
+    # Every seed and every item agree: the bootstrap has no width; the exact bound does.
+    assert bootstrap_interval([1.0] * 5) == (1.0, 1.0, 1.0)
+    mean, low, high = seed_item_interval([1.0] * 5, n_items=1000, proportion=True)
+    assert mean == 1.0 and high == 1.0 and low == pytest.approx(0.9963, abs=1e-4)
+    mean, low, high = seed_item_interval([0.0] * 10, n_items=64, proportion=True)
+    assert low == 0.0 and high > 0.05
+    # The same model scored again under every seed (e.g. the host): item noise alone sets the width.
+    mean, low, high = seed_item_interval([50.0] * 5, n_items=100, item_vars=[400.0] * 5)
+    assert low < 50.0 < high
+    # With no item information the width comes from the seeds alone.
+    assert seed_item_interval([0.3, 0.3]) == (0.3, 0.3, 0.3)
+
+
+def test_nans_are_dropped_with_their_items_and_one_seed_counts_items_only():
+    mean, low, high = seed_item_interval([0.5, math.nan], n_items=[100, 100], proportion=True)
+    assert mean == 0.5 and 0.38 < low < 0.41 and 0.59 < high < 0.62
+    assert all(math.isnan(x) for x in seed_item_interval([math.nan]))
+
+
+def _simulate(mu, sd_seed, sd_item, seeds, items, gen):
+    """One experiment: per-seed accuracies over one test set shared by the seeds (crossed design)."""
+    seed_fx = torch.randn(seeds, 1, generator=gen, dtype=torch.float64) * sd_seed
+    item_fx = torch.randn(1, items, generator=gen, dtype=torch.float64) * sd_item
+    p = torch.sigmoid(mu + seed_fx + item_fx)
+    return (torch.rand(p.shape, generator=gen, dtype=torch.float64) < p).double().mean(1).tolist()
+
+
+def _truth(mu, sd_seed, sd_item, gen):
+    z = torch.randn(2_000_000, generator=gen, dtype=torch.float64) * math.sqrt(sd_seed**2 + sd_item**2)
+    return torch.sigmoid(mu + z).mean().item()
+
+
+@pytest.mark.parametrize(("mu", "sd_seed", "sd_item", "seeds", "items"), [
+    (0.5, 0.6, 1.0, 5, 1000),   # seed noise dominates (5 seeds, the old bootstrap is too narrow)
+    (0.0, 0.05, 2.0, 5, 64),    # item noise dominates: 64 facts shared by every seed
+    (7.0, 0.0, 0.0, 5, 1000),   # at the ceiling: seeds and items nearly always agree
+    (0.0, 0.3, 1.0, 3, 200),    # three seeds
+    (1.0, 0.4, 0.5, 10, 1000),  # ten seeds, both sources
+])
+def test_coverage_on_simulated_seed_by_item_data(mu, sd_seed, sd_item, seeds, items):
+    gen = torch.Generator().manual_seed(0)
+    truth = _truth(mu, sd_seed, sd_item, gen)
+    reps, ours, old = 200, 0, 0
+    for r in range(reps):
+        means = _simulate(mu, sd_seed, sd_item, seeds, items, gen)
+        _, lo, hi = seed_item_interval(means, n_items=items, proportion=True)
+        ours += lo <= truth <= hi
+        _, lo, hi = bootstrap_interval(means, resamples=2000, seed=r)
+        old += lo <= truth <= hi
+    assert ours / reps >= 0.90, f"the interval covers {ours / reps:.2f}"
+    assert old / reps < 0.90, f"the seed-only bootstrap covers {old / reps:.2f}: the scenario tests nothing"
+
+
+def test_ratio_interval_against_a_direct_computation():
+    rng = random.Random(0)
+    num = [0.5 + rng.gauss(0, 0.1) for _ in range(8)]
+    den = [1.0 + rng.gauss(0, 0.05) for _ in range(8)]
+    ratio, low, high = ratio_interval(num, den)
+    assert ratio == pytest.approx(sum(num) / sum(den))
+    assert low < ratio < high
+    assert ratio_interval([0.5], [1.0])[0] == 0.5 and math.isnan(ratio_interval([0.5], [1.0])[1])
+
+
+def test_separation_and_format():
+    high = seed_item_interval([0.9, 1.0, 0.95, 1.0, 0.9], n_items=1000, proportion=True)
+    low = seed_item_interval([0.0, 0.1, 0.0, 0.05, 0.0], n_items=1000, proportion=True)
     assert separated(high, low) and separated(low, high)
-    assert not separated(high, bootstrap_interval([0.0, 1.0, 1.0, 0.0, 1.0]))
+    assert not separated(high, seed_item_interval([0.0, 1.0, 1.0, 0.0, 1.0], n_items=1000, proportion=True))
     assert format_interval((0.5, 0.25, 0.75)) == "0.500 [0.250, 0.750]"
+    assert format_interval((0.5, math.nan, math.nan)) == "0.500"
     assert format_interval((math.nan,) * 3) == "n/a"
