@@ -31,11 +31,14 @@ def test_distributions_match_reference_values():
 
 
 def test_interval_by_hand():
-    # Two seeds of a non-proportion with item variances: mean ± t_1 * sqrt(s_b^2/2 + mean(v/n)).
+    # Two seeds of a non-proportion with item variances: mean ± t_df * sqrt(s_b^2/2 + mean(v/n)),
+    # df by Welch-Satterthwaite from the seed term (1 df) and the item term (99 df).
     mean, low, high = seed_item_interval([1.0, 3.0], n_items=100, item_vars=[4.0, 16.0])
-    se = math.sqrt(2.0 / 2 + (0.04 + 0.16) / 2)
+    seed_term, item_term = 2.0 / 2, (0.04 + 0.16) / 2
+    se = math.sqrt(seed_term + item_term)
+    df = se**4 / (seed_term**2 / 1 + item_term**2 / 99)
     assert mean == 2.0
-    assert high - mean == pytest.approx(t_quantile(0.975, 1) * se)
+    assert high - mean == pytest.approx(t_quantile(0.975, round(df, 1)) * se)
     assert mean - low == pytest.approx(high - mean)
 
 
