@@ -38,10 +38,12 @@ class FinetuneConfig:
 
 
 def task_data(task: ModularAddition, tokenizer, batch_size: int, seed: int,
-              spec: DataSpec | None = None) -> GraftingDataModule:
-    """The task's training problems in batches of ``batch_size`` (``spec`` gives ``seq_len`` and workers)."""
+              spec: DataSpec | None = None, items: str = "finetune") -> GraftingDataModule:
+    """Task problems in batches of ``batch_size`` (``spec`` gives ``seq_len`` and workers). ``items``: the task
+    split: ``finetune`` for the block (its training items, or every fact of a table), ``train`` for anything
+    trained on the host's side (translators, the host LoRA: the training keys of a table only)."""
     return build_datamodule(data_spec(spec or DataSpec(), kind="mod", batch_size=batch_size), task, tokenizer,
-                            seed, with_val=False)
+                            seed, with_val=False, task_items=items)
 
 
 def finetune_block(donor: torch.nn.Module, layer: int, data: Any, config: FinetuneConfig = FinetuneConfig(), *,

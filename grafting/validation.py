@@ -42,7 +42,7 @@ FINETUNE_METHODS = ("lora", "full")  # grafting.modules.layer_finetune.METHODS
 MODEL_SOURCES = ("hub", "local", "random", "tiny_pretrained")  # grafting.models.loading.SOURCES
 MODEL_DTYPES = ("float32", "bfloat16", "float16")  # grafting.models.loading._DTYPES
 DATA_PARTS = ("all", "dedup", "a", "b")  # grafting.models.pretrained_tiny.DATA_PARTS
-TASK_KINDS = ("modadd", "lookup", "recall")  # grafting.data.modular.KINDS
+TASK_KINDS = ("modadd", "unary", "lookup", "recall")  # grafting.data.modular.KINDS
 SKILL_KINDS = ("modadd", "reverse")  # grafting.data.skill_tasks.TASK_KINDS
 WORD_MODES = ("reverse", "copy", "sort")  # grafting.data.words.MODES
 COMPRESSORS = ("dense", "none", "keep", "magnitude", "bitdelta", "dare", "svd_rank", "svd_energy", "svd_quant",
@@ -324,7 +324,8 @@ CORPUS: dict[str, Rule] = {
 # A modular-addition task (task, and the modadd entries of skill.tasks).
 MODADD: dict[str, Rule] = {
     "n": Int(min=2), "operand_max": Int(min=2), "test_size": POS, "split_seed": SEED,
-    "prompt_template": Str(), "answer_template": Str(),
+    "prompt_template": Str(), "answer_template": Str(), "val_size": Int(min=1, nullable=True),
+    "table_seed": Int(min=0, nullable=True),
 }
 # Params of a compressor spec (skillpack.methods.<method>.<kind>, inline or under params).
 COMPRESSOR: dict[str, Rule] = {

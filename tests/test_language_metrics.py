@@ -371,3 +371,24 @@ def test_mlm_truncates_texts_to_the_models_positions(bert) -> None:
     ref = mlm_predictability_naive([long_text], model, tok, top_k=40)
     assert 0.0 < got <= 1.0
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_per_text_values_for_the_interval(causal_tok, bert) -> None:
+    """Each metric's per-text values (what the interval's item variance is computed from) against one text at a time."""
+    model, other = _causal(len(causal_tok), 0), _causal(len(causal_tok), 1)
+    texts = [t for t in CAUSAL_TEXTS if len(causal_tok(t)["input_ids"]) >= 2]
+    nll: list[float] = []
+    token_perplexity(model, causal_tok, texts, batch_size=3, per_text=nll)
+    alone = [math.log(token_perplexity(model, causal_tok, [t])) for t in texts]
+    assert nll == pytest.approx(alone, rel=1e-5)
+    seqs, ids, mask = _right_padded(causal_tok, texts)
+    rows: list[float] = []
+    next_token_kl(model, other, ids, mask, per_text=rows)
+    assert rows == pytest.approx([_kl_reference(model, other, [s]) for s in seqs], rel=1e-4)
+    _, tok = bert
+    stub = _FixedLogitsMLM(torch.randn(len(tok), generator=torch.Generator().manual_seed(2)))
+    words = ["the cat sat on the mat", "a dog ran", "the the the"]
+    per: list[float] = []
+    score = mlm_predictability(words, stub, tok, top_k=len(tok), per_text=per)
+    assert per == pytest.approx([mlm_predictability([w], stub, tok, top_k=len(tok)) for w in words])
+    assert score == pytest.approx(sum(per) / len(per))

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from grafting.data.corpus import TextSource, load_text_dataset, text_source
 from grafting.data.datasets import MixedDataset, TaskSFTDataset, TextChunkDataset, pad_collate
-from grafting.data.modular import FACT_KINDS, ModularAddition, task_from_config
+from grafting.data.modular import ModularAddition, task_from_config
 from grafting.errors import ConfigError
 
 KINDS = ("mod", "text", "mixed")
@@ -65,11 +65,13 @@ def text_documents(source: TextSource | Mapping[str, Any], split: str) -> list[s
 
 
 def build_dataset(spec: DataSpec | Mapping[str, Any], task: ModularAddition | Mapping[str, Any], tokenizer,
-                  split: str, seed: int = 0) -> Dataset:
+                  split: str, seed: int = 0, task_items: str = "train") -> Dataset:
     """The dataset named by ``spec.kind`` for ``split`` in {train, validation}.
 
-    ``mod`` uses the task's train split for both (validation = a held-out slice of it), so the
-    1000 test points are never seen in training or alignment.
+    Task items come from the task's own splits, so its test items are never seen in training or alignment:
+    ``split="validation"`` takes its ``validation`` items, ``split="train"`` its ``task_items`` split:
+    ``train`` for anything that trains translators (only the training keys of a table of facts),
+    ``finetune`` for the block's fine-tune (every fact of a table: the block stores them all).
     """
     spec = data_spec(spec)
     kind = spec.kind
@@ -79,11 +81,8 @@ def build_dataset(spec: DataSpec | Mapping[str, Any], task: ModularAddition | Ma
 
     def task_ds() -> Dataset:
         problems = task_from_config(task)
-        train = problems.split("train")
-        n_val = max(1, len(train) // 20)
-        if problems.kind in FACT_KINDS:  # a table of facts: every fact is trained on
-            return TaskSFTDataset(train[:n_val] if split == "validation" else train, tokenizer, seq_len)
-        return TaskSFTDataset(train[:n_val] if split == "validation" else train[n_val:], tokenizer, seq_len)
+        return TaskSFTDataset(problems.split("validation" if split == "validation" else task_items), tokenizer,
+                              seq_len)
 
     def text_ds() -> Dataset:
         return TextChunkDataset(text_documents(spec.text, split), tokenizer, seq_len, spec.max_chunks)
@@ -219,9 +218,10 @@ class GraftingDataModule(L.LightningDataModule):
 
 
 def build_datamodule(spec: DataSpec | Mapping[str, Any], task: ModularAddition | Mapping[str, Any], tokenizer,
-                     seed: int, with_val: bool = True) -> GraftingDataModule:
-    """Train (and validation) datasets of ``spec`` in a seeded :class:`GraftingDataModule`."""
+                     seed: int, with_val: bool = True, task_items: str = "train") -> GraftingDataModule:
+    """Train (and validation) datasets of ``spec`` in a seeded :class:`GraftingDataModule`; ``task_items``: the
+    task split that trains (see :func:`build_dataset`)."""
     spec = data_spec(spec)
-    train = build_dataset(spec, task, tokenizer, "train", seed)
+    train = build_dataset(spec, task, tokenizer, "train", seed, task_items)
     val = build_dataset(spec, task, tokenizer, "validation", seed) if with_val else None
     return GraftingDataModule(train, val, tokenizer.pad_token_id, int(spec.batch_size), seed, int(spec.num_workers))

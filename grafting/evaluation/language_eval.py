@@ -77,19 +77,36 @@ def evaluate_language(model, tokenizer, probe: LanguageProbe, settings: Language
     continuations = generate_continuations(model, tokenizer, probe.prompts,
                                            max_new_tokens=int(settings.max_new_tokens),
                                            batch_size=int(settings.batch_size))
-    out: dict[str, float] = {
-        "P": sum(word_entropy_perplexity(t) for t in continuations) / max(1, len(continuations)),
-        "MLM": float("nan"),
-    }
+    items: dict[str, list[float]] = {"P": [word_entropy_perplexity(t) for t in continuations]}
+    out: dict[str, float] = {"P": sum(items["P"]) / max(1, len(continuations)), "MLM": float("nan")}
     if mlm is not None:
-        out["MLM"] = mlm_predictability(continuations, mlm[0], mlm[1], top_k=int(settings.mlm_top_k))
+        items["MLM"] = []
+        out["MLM"] = mlm_predictability(continuations, mlm[0], mlm[1], top_k=int(settings.mlm_top_k),
+                                        per_text=items["MLM"])
     if reference is not None:
         texts = [p + c for p, c in zip(probe.prompts, continuations, strict=False)]
-        out["ppl_ref"] = token_perplexity(reference, tokenizer, texts)
+        nll: list[float] = []
+        out["ppl_ref"] = token_perplexity(reference, tokenizer, texts, per_text=nll)
+        # the item variance of the perplexity by the delta method: ppl = exp(mean NLL)
+        items["ppl_ref"] = [out["ppl_ref"] * x for x in nll]
         device = next(model.parameters()).device
-        out["kl_host"] = next_token_kl(reference, model, probe.kl_ids.to(device), probe.kl_mask.to(device))
-    return {k: (float(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) else float("nan"))
-            for k, v in out.items()}
+        items["kl_host"] = []
+        out["kl_host"] = next_token_kl(reference, model, probe.kl_ids.to(device), probe.kl_mask.to(device),
+                                       per_text=items["kl_host"])
+    out = {k: (float(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) else float("nan"))
+           for k, v in out.items()}
+    for name, values in items.items():  # what the interval needs to count the texts' noise (metrics/stats.py)
+        out[f"{name}_n"] = float(len(values))
+        out[f"{name}_item_var"] = item_variance(values)
+    return out
+
+
+def item_variance(values: list[float]) -> float:
+    """The sample variance of per-item values (NaN for fewer than two)."""
+    if len(values) < 2:
+        return float("nan")
+    mean = sum(values) / len(values)
+    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
 
 
 def load_mlm(name_or_path: str | None):

@@ -27,7 +27,7 @@ from grafting.metrics.divergence import kl_per_position, shifted_nll
 # Part of every score-cache key (grafting/evaluation/suite.py). Bump it by hand whenever a change here
 # or in grafting/evaluation/language_eval.py (probe texts, generation settings) can change a language
 # score, so that cached scores computed by the old code are not read back.
-SCORE_VERSION = 2
+SCORE_VERSION = 3
 
 _WORD = re.compile(r"\w+")
 _HAS_WORD_CHAR = re.compile(r"\w")
@@ -98,8 +98,12 @@ def _masked_variants(
     return variants
 
 
+def _per_text(sums: list[float], counts: list[int]) -> list[float]:
+    return [s / c for s, c in zip(sums, counts, strict=True) if c > 0]
+
+
 def _aggregate(sums: list[float], counts: list[int]) -> float:
-    per_text = [s / c for s, c in zip(sums, counts, strict=True) if c > 0]
+    per_text = _per_text(sums, counts)
     return sum(per_text) / len(per_text) if per_text else float("nan")
 
 
@@ -136,8 +140,11 @@ def mlm_predictability(
     multi_piece: MultiPiece = "skip",
     skip_punctuation: bool = True,
     max_length: int = 512,
+    per_text: list[float] | None = None,
 ) -> float:
     """The paper's MLM predictability score, with all masked variants batched together.
+
+    ``per_text``: a list that receives each scored text's own score (for the interval's item variance).
 
     For each word w_i of a text, mask it and read p(w_i | rest) from the masked LM. delta_i = 1
     if the original token is among the `top_k` predictions (the paper does not give k). A text's
@@ -192,6 +199,8 @@ def mlm_predictability(
                 if h:
                     sums[v.text_idx] += p
                     counts[v.text_idx] += 1
+    if per_text is not None:
+        per_text.extend(_per_text(sums, counts))
     return _aggregate(sums, counts)
 
 
@@ -229,11 +238,13 @@ def token_perplexity(
     texts: list[str],
     batch_size: int = 16,
     max_length: int = 256,
+    per_text: list[float] | None = None,
 ) -> float:
     """Token-level perplexity exp(mean NLL) of `texts` under a causal LM.
 
     The mean is over all predicted tokens of all texts (token-weighted, pads excluded). The first
     token of each text has no context and is not predicted; texts are truncated to `max_length`.
+    ``per_text``: a list that receives each text's mean NLL (for the interval's item variance).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -251,9 +262,15 @@ def token_perplexity(
             ).to(device)
             ids, mask = enc["input_ids"], enc["attention_mask"]
             logits = model(input_ids=ids, attention_mask=mask).logits
-            nll, tokens = shifted_nll(logits, ids.masked_fill(mask == 0, -100))
+            labels = ids.masked_fill(mask == 0, -100)
+            nll, tokens = shifted_nll(logits, labels)
             total_nll += nll
             total_tokens += tokens
+            if per_text is not None:
+                for row in range(ids.shape[0]):
+                    row_nll, row_tokens = shifted_nll(logits[row : row + 1], labels[row : row + 1])
+                    if row_tokens:
+                        per_text.append(row_nll / row_tokens)
     if total_tokens == 0:
         return float("nan")
     return math.exp(total_nll / total_tokens)
@@ -264,8 +281,11 @@ def next_token_kl(
     model_q: nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
+    per_text: list[float] | None = None,
 ) -> float:
     """Mean KL(p || q) between two models' next-token distributions over non-pad positions.
+
+    ``per_text`` receives each row's own mean KL (for the interval's item variance).
 
     Typical use: p = host, q = grafted model, on held-out text. Pass unpadded or right-padded
     batches: a plain forward does not derive positions from the mask, so left pads shift them.
@@ -289,4 +309,7 @@ def next_token_kl(
         keep = attention_mask.to(dev_p).bool()
         if not keep.any():
             return float("nan")
+        if per_text is not None:
+            rows = (kl * keep).sum(-1) / keep.sum(-1).clamp_min(1)
+            per_text.extend(rows[keep.any(-1)].tolist())
         return kl[keep].mean().item()

@@ -74,17 +74,18 @@ def finetune_or_resume(ctx: RunContext, donor, tokenizer) -> tuple[torch.nn.Modu
     config = finetune_config(cfg)
 
     return api.finetune_or_resume(
-        donor, int(cfg.graft.layer), lambda: task_datamodule(cfg, tokenizer), config, folder=ctx.run_dir / "tuned_block",
+        donor, int(cfg.graft.layer), lambda: task_datamodule(cfg, tokenizer, "finetune"), config, folder=ctx.run_dir / "tuned_block",
         cache=tuned_block_cache_path(ctx, donor) if cfg.finetune.get("cache", False) else None,
         resume=bool(cfg.get("resume", False)), overwrite=bool(cfg.get("overwrite", False)),
         write_cache=ctx.is_global_zero, manifest={"donor": plain(cfg.donor), "finetune": plain(cfg.finetune)},
         fit=ctx.fit, reseed=ctx.reseed)
 
 
-def task_datamodule(cfg, tokenizer):
-    """The fine-tuning task's training batches (``finetune.batch_size``)."""
+def task_datamodule(cfg, tokenizer, items: str = "train"):
+    """The task's training batches (``finetune.batch_size``): ``finetune`` for the donor's block, ``train`` (the
+    default) for what trains on the host's side, which never sees a held-out key of a table of facts."""
     return api.task_data(task_from_config(cfg.task), tokenizer, int(cfg.finetune.batch_size), int(cfg.seed),
-                         data_spec(cfg.dataloader))
+                         data_spec(cfg.dataloader), items=items)
 
 
 def host_lora_control(ctx: RunContext, host, grafted, tokenizer) -> torch.nn.Module:
