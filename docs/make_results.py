@@ -3,9 +3,10 @@
     bash docs/replicate.sh                 # the runs (outputs/replication/<experiment>/...)
     python docs/make_results.py [--runs outputs/replication]
 
-Every cell is the mean over seeds with a 95% percentile-bootstrap interval. A grafted setting's
-transfer is called *shown* only where its interval lies above both controls' (the same translators
-around the vanilla block, and the tuned block between untrained identity translators).
+Every cell is the mean over seeds with the project's one 95% interval, which counts both the seeds and
+the test items (grafting.metrics.stats.seed_item_interval). A grafted setting's transfer is called
+*shown* only where its interval lies above both controls' (the same translators around the vanilla
+block, and the tuned block between untrained identity translators).
 The generated part of docs/RESULTS.md is the text between the ``tables`` markers.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grafting.metrics.stats import bootstrap_interval, format_interval, separated
+from grafting.metrics.stats import INTERVAL_METHOD, format_interval, score_interval, separated, share_interval
 from grafting.reporting.aggregate import finished_jobs, job_overrides
 
 DOCS = Path(__file__).resolve().parent
@@ -90,7 +91,13 @@ def load_jobs(runs: Path) -> list[Job]:
 
 
 def interval(jobs: list[Job], model: str, metric: str) -> tuple[float, float, float]:
-    return bootstrap_interval([j.metric(model, metric) for j in jobs])
+    """The project's interval (seeds and test items) of ``model``'s ``metric`` over ``jobs``."""
+    return score_interval([(j.results.get("models") or {}).get(model) or {} for j in jobs], metric)
+
+
+def loss_interval(values: list[float]) -> tuple[float, float, float]:
+    """A training diagnostic over seeds (no test items): the same interval with the seed term alone."""
+    return score_interval([{"v": v} for v in values], "v")
 
 
 def _settings(jobs: list[Job], experiment: str, protocol_label: str | None) -> dict[str, list[Job]]:
@@ -157,10 +164,10 @@ def alignment_report(jobs: list[Job]) -> list[str]:
              "|---|---|---|---|"]
     for phase in ("pre", "post"):
         hist = [j.results.get("align", {}).get(phase, {}) for j in jobs]
-        before = bootstrap_interval([h.get("val_loss_before", math.nan) for h in hist])
-        after = bootstrap_interval([h.get("val_loss_after", math.nan) for h in hist])
-        excess = bootstrap_interval([h.get("optimum", {}).get("mse_excess", math.nan) for h in hist])
-        dist = bootstrap_interval([h.get("optimum", {}).get("weight_rel_distance", math.nan) for h in hist])
+        before = loss_interval([h.get("val_loss_before", math.nan) for h in hist])
+        after = loss_interval([h.get("val_loss_after", math.nan) for h in hist])
+        excess = loss_interval([h.get("optimum", {}).get("mse_excess", math.nan) for h in hist])
+        dist = loss_interval([h.get("optimum", {}).get("weight_rel_distance", math.nan) for h in hist])
         lines.append(f"| {phase}-T | {format_interval(before)} → {format_interval(after)} | "
                      f"{format_interval(excess)} | {format_interval(dist)} |")
     return lines
@@ -187,16 +194,6 @@ def constant_fact(job: Job) -> float:
     return max(Counter(ex.answer for ex in items).values()) / len(items)
 
 
-def fact_shares(job: Job, model: str) -> tuple[float, float]:
-    """Share of the tuned donor's fact gain that ``model`` carries: over the vanilla-block control (the issue's
-    definition), and over the best of that control and the best constant answer (stricter: guessing one digit
-    carries nothing)."""
-    tuned, control = job.metric("Tuned", "fact"), job.metric("VanillaGraft", "fact")
-    floor = max(control, constant_fact(job))
-    return ((job.metric(model, "fact") - control) / max(tuned - control, 1e-9),
-            (job.metric(model, "fact") - floor) / max(tuned - floor, 1e-9))
-
-
 def share_header(jobs: list[Job], label: str = "model") -> list[str]:
     chance = ", ".join(sorted({f"{constant_fact(j):.3f}" for j in jobs}))
     return [f"| {label} | fact | share of the gain over VanillaGraft | share of the gain over the better of "
@@ -204,11 +201,14 @@ def share_header(jobs: list[Job], label: str = "model") -> list[str]:
 
 
 def share_row(name: str, jobs: list[Job], model: str = "Grafted") -> str:
-    """``model``'s fact and both shares of :func:`fact_shares`, as means with bootstrap intervals over ``jobs``."""
-    shares = [fact_shares(j, model) for j in jobs]
+    """``model``'s fact and its share of the tuned donor's fact gain over the vanilla-block control, and over the
+    better of that control and the best constant answer (stricter: guessing one digit carries nothing)."""
+    fact = {m: [j.metric(m, "fact") for j in jobs] for m in (model, "VanillaGraft", "Tuned")}
+    floor = [max(c, constant_fact(j)) for c, j in zip(fact["VanillaGraft"], jobs, strict=True)]
+    n = int(jobs[0].metric(model, "n")) if jobs else None
     return (f"| {name} | {format_interval(interval(jobs, model, 'fact'))} | "
-            f"{format_interval(bootstrap_interval([a for a, _ in shares]))} | "
-            f"{format_interval(bootstrap_interval([b for _, b in shares]))} |")
+            f"{format_interval(share_interval(fact[model], fact['VanillaGraft'], fact['Tuned'], n))} | "
+            f"{format_interval(share_interval(fact[model], floor, fact['Tuned'], n))} |")
 
 
 def fact_share(group: list[Job]) -> list[str]:
@@ -230,7 +230,8 @@ def build(runs: Path) -> str:
     if not protocol:
         raise SystemExit(f"no {PROTOCOL} runs under {runs}: run `bash docs/replicate.sh` first")
     metrics = TASK + ["f_S_whole"] + LANGUAGE
-    parts = [f"_Generated by `python docs/make_results.py --runs {runs}` from {provenance(jobs)}._", "",
+    parts = [f"_Generated by `python docs/make_results.py --runs {runs}` from {provenance(jobs)}. "
+             f"Intervals: {INTERVAL_METHOD}._", "",
              "### The paper's protocol on the shipped pair", "",
              f"`python train.py -m experiment={PROTOCOL}_tiny` (seeds 0-4 of the fine-tune and the alignment):", "",
              *table({"protocol": protocol}, metrics), "",

@@ -392,7 +392,7 @@ RULES: dict[str, Rule] = {
     "align.distill.text_weight": DECAY, "align.distill.eval_batches": POS,
     "align.init": Choice("identity", "lstsq", "procrustes"), "align.lstsq_batches": POS,
     # evaluation
-    "evaluation.task_points": POS, "evaluation.batch_size": POS, "evaluation.max_new_tokens": POS,
+    "evaluation.task_points": POS, "evaluation.validation_points": COUNT, "evaluation.batch_size": POS, "evaluation.max_new_tokens": POS,
     "evaluation.first_line_only": Bool(), "evaluation.cache": Bool(), "evaluation.controls": Bool(),
     "evaluation.n_samples": COUNT, "evaluation.score_whole_output": Bool(), "evaluation.device": Str(),
     "evaluation.language.n_texts": POS, "evaluation.language.prompt_tokens": POS,

@@ -12,6 +12,8 @@ from grafting.metrics.stats import (
     clopper_pearson,
     format_interval,
     ratio_interval,
+    score_interval,
+    share_interval,
     seed_item_interval,
     separated,
     t_quantile,
@@ -104,6 +106,11 @@ def test_ratio_interval_against_a_direct_computation():
     assert ratio == pytest.approx(sum(num) / sum(den))
     assert low < ratio < high
     assert ratio_interval([0.5], [1.0])[0] == 0.5 and math.isnan(ratio_interval([0.5], [1.0])[1])
+    # item noise widens it, and a share of identical seeds still has the width of its test items
+    _, lo_items, hi_items = ratio_interval(num, den, item_var=[0.5] * 8, n_items=64)
+    assert lo_items < low and hi_items > high
+    share, lo, hi = share_interval([0.75] * 5, [0.25] * 5, [1.0] * 5, n_items=64)
+    assert share == pytest.approx(2 / 3) and lo < share < hi and hi - lo > 0.1
 
 
 def test_separation_and_format():
@@ -114,3 +121,15 @@ def test_separation_and_format():
     assert format_interval((0.5, 0.25, 0.75)) == "0.500 [0.250, 0.750]"
     assert format_interval((0.5, math.nan, math.nan)) == "0.500"
     assert format_interval((math.nan,) * 3) == "n/a"
+
+
+def test_score_interval_reads_the_evaluation_layout():
+    seeds = [{"f_H": 1.0, "n": 1000, "P": 5.0, "P_n": 100, "P_item_var": 4.0, "loss": 0.2},
+             {"f_H": 1.0, "n": 1000, "P": 5.0, "P_n": 100, "P_item_var": 4.0, "loss": 0.2}]
+    assert score_interval(seeds, "f_H") == seed_item_interval([1.0, 1.0], n_items=1000, proportion=True)
+    assert score_interval(seeds, "f_H")[1] < 1.0
+    assert score_interval(seeds, "P") == seed_item_interval([5.0, 5.0], n_items=100, item_vars=[4.0, 4.0])
+    assert score_interval(seeds, "P")[1] < 5.0
+    assert score_interval(seeds, "loss") == (0.2, 0.2, 0.2)  # no item data: seeds alone
+    val = [{"val_fact": 0.5, "val_n": 100, "n": 1000}] * 3
+    assert score_interval(val, "val_fact") == seed_item_interval([0.5] * 3, n_items=100, proportion=True)

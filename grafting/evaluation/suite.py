@@ -35,6 +35,7 @@ class EvalSettings:
     """How models are scored (the ``evaluation`` config node, less its switches for the stages)."""
 
     task_points: int = 1000  # test problems, never trained on
+    validation_points: int = 0  # also score this many validation problems (val_f_H, ...): where choices are made
     batch_size: int = 128
     max_new_tokens: int = 8
     first_line_only: bool = True  # f_H / f_S / fact on the answer line
@@ -107,6 +108,11 @@ def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.n
         scores = evaluate_task(model, tokenizer, task, int(settings.task_points), int(settings.batch_size),
                                int(settings.max_new_tokens), return_outputs=True,
                                first_line_only=bool(settings.first_line_only), n_samples=int(settings.n_samples))
+        if int(settings.validation_points) > 0:
+            val = evaluate_task(model, tokenizer, task, int(settings.validation_points), int(settings.batch_size),
+                                int(settings.max_new_tokens), first_line_only=bool(settings.first_line_only),
+                                split="validation")
+            scores.update({f"val_{k}": val[k] for k in ("f_H", "f_S", "fact", "n")})
         if probe is not None:
             scores.update(evaluate_language(model, tokenizer, probe, lang, reference=host, mlm=mlm))
         log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "samples"})

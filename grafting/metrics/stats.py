@@ -160,25 +160,69 @@ def seed_item_interval(seed_means: Sequence[float], n_items: int | Sequence[int]
     return mean, low, high
 
 
-def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], level: float = 0.95) -> Stats:
-    """A share ``mean(num) / mean(den)`` (e.g. a graft's share of the tuned donor's gain) with a t-interval
-    over seeds of the linearised per-seed ratio (the delta method); seeds enter paired."""
-    pairs = [(float(a), float(b)) for a, b in zip(numerators, denominators, strict=True)
-             if not (math.isnan(float(a)) or math.isnan(float(b)))]
-    if not pairs:
+PROPORTIONS = ("f_H", "f_S", "fact")  # task scores: fractions of the test items (also their _line / _whole forms)
+
+
+def score_interval(per_seed: Sequence[dict], metric: str, level: float = 0.95) -> Stats:
+    """:func:`seed_item_interval` of ``metric`` over one model's score dicts, one per seed, as the evaluation
+    writes them: a task score is a proportion of ``n`` items (``val_*`` of ``val_n`` validation items); a language score ``m`` carries ``m_n`` items and
+    their variance ``m_item_var``. A metric with neither counts the seeds alone."""
+    values = [float(s.get(metric, math.nan)) if isinstance(s.get(metric), int | float) else math.nan for s in per_seed]
+    prefix = "val_" if metric.startswith("val_") else ""  # validation scores carry their own count
+    if metric.removeprefix(prefix).removesuffix("_line").removesuffix("_whole") in PROPORTIONS:
+        ns = [int(s.get(f"{prefix}n", 0)) for s in per_seed]
+        return seed_item_interval(values, n_items=ns if all(ns) else None, proportion=True, level=level)
+    if all(f"{metric}_n" in s and f"{metric}_item_var" in s for s in per_seed):
+        return seed_item_interval(values, n_items=[int(s[f"{metric}_n"]) for s in per_seed],
+                                  item_vars=[float(s[f"{metric}_item_var"]) for s in per_seed], level=level)
+    return seed_item_interval(values, level=level)
+
+
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float],
+                   item_var: Sequence[float] | None = None, n_items: int | None = None,
+                   level: float = 0.95) -> Stats:
+    """A share ``mean(num) / mean(den)`` (e.g. a graft's share of the tuned donor's gain over a control), seeds
+    paired, by the delta method: the seed term is the variance of the linearised per-seed ratio
+    ``(num - r den) / mean(den)``; the item term (``item_var``: per seed, the item variance of
+    ``num - r den``, e.g. from the proportions' ``p(1-p)``; ``n_items`` test items) is added as in
+    :func:`seed_item_interval`, with Student's t at the Welch-Satterthwaite degrees of freedom."""
+    keep = [i for i, (a, b) in enumerate(zip(numerators, denominators, strict=True))
+            if not (math.isnan(float(a)) or math.isnan(float(b)))]
+    if not keep:
         return math.nan, math.nan, math.nan
-    s = len(pairs)
-    num = sum(a for a, _ in pairs) / s
-    den = sum(b for _, b in pairs) / s
+    nums = [float(numerators[i]) for i in keep]
+    dens = [float(denominators[i]) for i in keep]
+    s = len(keep)
+    num, den = sum(nums) / s, sum(dens) / s
     if den == 0:
         return math.nan, math.nan, math.nan
     ratio = num / den
-    if s == 1:
-        return ratio, math.nan, math.nan
-    lin = [(a - ratio * b) / den for a, b in pairs]
-    sd = math.sqrt(sum(x * x for x in lin) / (s - 1))
-    half = t_quantile((1 + level) / 2, s - 1) * sd / math.sqrt(s)
+    lin = [(a - ratio * b) / den for a, b in zip(nums, dens, strict=True)]
+    seed_term = sum(x * x for x in lin) / (s - 1) / s if s > 1 else 0.0
+    item_term = 0.0
+    if item_var is not None and n_items:
+        item_term = sum(float(item_var[i]) for i in keep) / s / (den * den) / n_items
+    se = math.sqrt(seed_term + item_term)
+    if se == 0.0:
+        return ratio, (ratio if s > 1 or item_var is not None else math.nan), \
+            (ratio if s > 1 or item_var is not None else math.nan)
+    parts = [(seed_term, s - 1), (item_term, (n_items or 1) - 1)]
+    denom = sum(v * v / df for v, df in parts if df > 0 and v > 0)
+    df = se**4 / denom if denom > 0 else math.inf
+    half = (t_quantile((1 + level) / 2, round(df, 1)) if df < 1e4 else normal_quantile((1 + level) / 2)) * se
     return ratio, ratio - half, ratio + half
+
+
+def share_interval(model: Sequence[float], control: Sequence[float], reference: Sequence[float],
+                   n_items: int | None = None, level: float = 0.95) -> Stats:
+    """The share of ``reference``'s gain over ``control`` that ``model`` reaches, ``(m - c) / (r - c)``, from
+    per-seed proportions on ``n_items`` shared test items (e.g. Grafted, VanillaGraft and Tuned's fact)."""
+    r0 = (sum(model) - sum(control)) / max(sum(reference) - sum(control), 1e-12)
+    var = [m * (1 - m) + (1 - r0) ** 2 * c * (1 - c) + r0**2 * t * (1 - t)
+           for m, c, t in zip(model, control, reference, strict=True)]
+    return ratio_interval([m - c for m, c in zip(model, control, strict=True)],
+                          [t - c for t, c in zip(reference, control, strict=True)],
+                          item_var=var if n_items else None, n_items=n_items, level=level)
 
 
 def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: int = 10_000,
