@@ -159,16 +159,51 @@ def test_canonical_answer_passes_everything(answer: int, pad_left: str, pad_righ
     assert not format_hard(text.rstrip() + ".")
 
 
-def test_lookup_task_tests_what_it_trains():
+def test_every_kind_has_disjoint_train_validation_test_splits():
     from grafting.data.modular import ModularAddition
     from grafting.errors import ConfigError
 
-    lookup = ModularAddition(n=4, operand_max=8, test_size=1000, kind="lookup")
-    assert lookup.split("train") == lookup.split("test") and len(lookup.split("test")) == 64
-    modadd = ModularAddition(n=4, operand_max=40, test_size=100)
-    assert not {(e.a, e.b) for e in modadd.split("train")} & {(e.a, e.b) for e in modadd.split("test")}
+    for task in (ModularAddition(n=4, operand_max=40, test_size=100),
+                 ModularAddition(n=10, operand_max=300, test_size=50, val_size=20, kind="unary"),
+                 ModularAddition(n=10, operand_max=64, test_size=16, val_size=8, kind="recall"),
+                 ModularAddition(n=4, operand_max=8, test_size=16, kind="lookup")):
+        parts = {name: {(e.a, e.b) for e in task.split(name)} for name in ("train", "validation", "test")}
+        assert all(parts.values())
+        assert not parts["train"] & parts["test"] and not parts["train"] & parts["validation"]
+        assert not parts["validation"] & parts["test"]
+        assert len(parts["test"]) == task.test_size
     with pytest.raises(ConfigError, match=r"\[task.kind\]"):
         ModularAddition(kind="quiz")
+    with pytest.raises(ConfigError, match=r"\[task.val_size\]"):
+        ModularAddition(n=10, operand_max=64, test_size=60, val_size=8, kind="recall")
+
+
+def test_modadd_splits_are_those_of_the_earlier_fine_tune():
+    """test = the first test_size shuffled pairs; the fine-tune validated on the next twentieth and trained on the rest."""
+    import random
+
+    from grafting.data.modular import ModularAddition
+
+    task = ModularAddition(n=4, operand_max=30, test_size=100, seed=3)
+    pairs = [(a, b) for a in range(30) for b in range(30)]
+    random.Random(3).shuffle(pairs)
+    rest = pairs[100:]
+    assert [(e.a, e.b) for e in task.split("test")] == pairs[:100]
+    assert [(e.a, e.b) for e in task.split("validation")] == rest[: len(rest) // 20]
+    assert [(e.a, e.b) for e in task.split("train")] == rest[len(rest) // 20 :]
+    assert task.split("finetune") == task.split("train")
+
+
+def test_unary_is_a_rule_of_one_operand():
+    from grafting.data.modular import ModularAddition
+
+    task = ModularAddition(n=10, operand_max=1000, test_size=300, val_size=100, kind="unary",
+                           prompt_template="Question: What is {a} modulo {n}?\nAnswer:")
+    test = task.split("test")
+    assert all(e.answer == e.a % 10 and e.b == 0 and e.prompt == f"Question: What is {e.a} modulo 10?\nAnswer:"
+               for e in test)
+    assert len({e.answer for e in test}) == 10  # the answer differs across inputs
+    assert len(task.split("train")) == 600
 
 
 def test_recall_task_is_a_balanced_table_of_one_key_facts():
@@ -177,15 +212,44 @@ def test_recall_task_is_a_balanced_table_of_one_key_facts():
     from grafting.data.modular import ModularAddition
 
     prompt = "Question: What is the code of {a}?\nAnswer:"
-    recall = ModularAddition(n=10, operand_max=64, kind="recall", prompt_template=prompt)
-    facts = recall.split("test")
-    assert facts == recall.split("train") and sorted(e.a for e in facts) == list(range(64))
+    recall = ModularAddition(n=10, operand_max=64, test_size=24, val_size=8, kind="recall", prompt_template=prompt)
+    facts = recall.split("finetune")  # the block stores every key; translators see the training keys only
+    assert sorted(e.a for e in facts) == list(range(64))
+    held_out = {e.a for e in recall.split("test")} | {e.a for e in recall.split("validation")}
+    assert len(held_out) == 32 and not held_out & {e.a for e in recall.split("train")}
     assert all(e.prompt == prompt.format(a=e.a) and e.completion == f" The result is {e.answer}" for e in facts)
     counts = Counter(e.answer for e in facts)
     assert set(counts) == set(range(10)) and max(counts.values()) - min(counts.values()) <= 1
     # an arbitrary table, not a rule: neither the key itself nor a sum gives the value
     assert sum(e.answer == e.a % 10 for e in facts) < 16
-    # the table is a function of the split seed only
-    again = ModularAddition(n=10, operand_max=64, kind="recall", prompt_template=prompt)
-    other = ModularAddition(n=10, operand_max=64, kind="recall", prompt_template=prompt, seed=1)
+    # the table is a function of the split seed, or of table_seed (the permuted-table control): same keys split
+    again = ModularAddition(n=10, operand_max=64, test_size=24, val_size=8, kind="recall", prompt_template=prompt)
+    other = ModularAddition(n=10, operand_max=64, test_size=24, val_size=8, kind="recall", prompt_template=prompt,
+                            seed=1)
+    permuted = ModularAddition(n=10, operand_max=64, test_size=24, val_size=8, kind="recall",
+                               prompt_template=prompt, table_seed=7)
     assert again.recall_table == recall.recall_table != other.recall_table
+    assert permuted.recall_table != recall.recall_table
+    assert sorted(permuted.recall_table) == sorted(recall.recall_table)
+    assert [e.a for e in permuted.split("test")] == [e.a for e in recall.split("test")]
+
+
+def test_the_block_sees_every_fact_and_the_host_side_only_training_keys(tokenizer):
+    """Fine-tune data (split finetune) holds every key; alignment/distillation/host-LoRA data (split train) none held out."""
+    from grafting.data.datamodule import build_datamodule
+    from grafting.data.modular import ModularAddition
+    from grafting.finetuning import task_data
+
+    task = ModularAddition(n=10, operand_max=64, test_size=24, val_size=8, kind="recall",
+                           prompt_template="Question: What is the code of {a}?\nAnswer:")
+
+    def keys(dataset) -> set[int]:
+        texts = [tokenizer.decode(item["input_ids"]) for item in dataset.items]
+        return {int(t.split("code of ")[1].split("?")[0]) for t in texts}
+
+    assert keys(task_data(task, tokenizer, 8, seed=0).train) == set(range(64))
+    host_side = task_data(task, tokenizer, 8, seed=0, items="train").train
+    assert keys(host_side) == {e.a for e in task.split("train")}
+    mod = build_datamodule({"kind": "mod", "batch_size": 8}, task, tokenizer, seed=0)
+    assert keys(mod.train) == {e.a for e in task.split("train")}
+    assert keys(mod.val) == {e.a for e in task.split("validation")}
