@@ -11,26 +11,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
 import make_beyond  # noqa: E402
 import make_results  # noqa: E402
 
-TASK = {"kind": "recall", "n": 10, "operand_max": 64, "test_size": 1000, "split_seed": 0,
+TASK = {"kind": "recall", "n": 10, "operand_max": 64, "test_size": 24, "val_size": 8, "split_seed": 0,
         "prompt_template": "Question: What is the code of {a}?\nAnswer:"}
 
 
 def _job(variant: str, seed: int, facts: dict[str, float]) -> make_results.Job:
-    models = {m: {"fact": f, "f_H": 1.0, "f_S": 1.0, "kl_host": 0.1, "MLM": 0.05} for m, f in facts.items()}
+    models = {m: {"fact": f, "f_H": 1.0, "f_S": 1.0, "kl_host": 0.1, "MLM": 0.05, "n": 24} for m, f in facts.items()}
     config = {"seed": seed, "host": {"name": "tiny-host"}, "task": TASK, "evaluation": {"task_points": 64}}
     setting = f"host=tiny-host variant={variant}" if variant != "paper" else "host=tiny-host"
     return make_results.Job("beyond_knowledge", setting, seed, {"models": models, "config": config})
 
 
 def test_fact_shares_match_a_hand_computation():
-    job = _job("distill", 0, {"Tuned": 1.0, "Grafted": 0.8, "VanillaGraft": 0.5})
-    chance = make_results.constant_fact(job)
-    assert 0 < chance < 0.5  # 64 balanced facts: one digit answers about a tenth
-    over_control, over_floor = make_results.fact_shares(job, "Grafted")
-    assert over_control == pytest.approx((0.8 - 0.5) / (1.0 - 0.5))
-    assert over_floor == pytest.approx(over_control)  # the control lies above chance, so it is the floor
-    low = _job("paper", 0, {"Tuned": 1.0, "Grafted": 0.3, "VanillaGraft": 0.0})
-    assert make_results.fact_shares(low, "Grafted") == pytest.approx((0.3, (0.3 - chance) / (1.0 - chance)))
+    from grafting.metrics.stats import format_interval, share_interval
+
+    jobs = [_job("distill", s, {"Tuned": 1.0, "Grafted": g, "VanillaGraft": 0.5}) for s, g in enumerate((0.8, 0.7))]
+    chance = make_results.constant_fact(jobs[0])
+    assert 0 < chance < 0.5  # 24 balanced facts: one digit answers about a tenth
+    cells = make_results.share_row("x", jobs).strip("| ").split(" | ")
+    over_control = share_interval([0.8, 0.7], [0.5, 0.5], [1.0, 1.0], 24)
+    assert over_control[0] == pytest.approx((0.75 - 0.5) / (1.0 - 0.5))
+    assert cells[2] == format_interval(over_control)
+    assert cells[3] == cells[2]  # the control lies above chance, so it is the floor
+    low = [_job("paper", 0, {"Tuned": 1.0, "Grafted": 0.3, "VanillaGraft": 0.0})]
+    cells = make_results.share_row("x", low).strip("| ").split(" | ")
+    assert cells[3].startswith(f"{(0.3 - chance) / (1.0 - chance):.3f}")
 
 
 def test_host_lora_rows_show_the_lora_not_a_second_copy_of_the_paper_graft():
