@@ -2,7 +2,8 @@
 
 Each job folder of a Hydra multirun holds ``results.json`` and ``.hydra/overrides.yaml``. Jobs
 whose overrides differ only in ``seed`` form one row; every metric becomes ``mean [low, high]``, a
-percentile-bootstrap 95% interval (``grafting.metrics.stats``, as in docs/RESULTS.md). The tables
+95% interval that counts both the seeds and the test items (``grafting.metrics.stats.score_interval``,
+the project's one interval, as in docs/RESULTS.md). The tables
 say which commit and package versions the jobs came from (``results.json``'s ``provenance``), and jobs
 made with different ones are not averaged unless asked (``allow_mixed``).
 """
@@ -20,7 +21,7 @@ import yaml
 
 from grafting.artifacts import read_results, write_json_atomic, write_text_atomic
 from grafting.errors import ConfigError
-from grafting.metrics.stats import bootstrap_interval, format_interval
+from grafting.metrics.stats import format_interval, score_interval
 from grafting.provenance import code_identity
 
 IGNORED_KEYS = ("seed", "paths.log_dir", "overwrite", "resume")  # and every hydra.* key
@@ -70,10 +71,13 @@ def collect(sweep_dir: str | Path, model: str = "Grafted") -> list[dict[str, Any
         models = results.get("models") or {}
         if model not in models:
             continue
-        metrics = {k: v for k, v in models[model].items() if isinstance(v, (int, float)) and k != "n"}
+        numbers = {k: v for k, v in models[model].items() if isinstance(v, (int, float))}
+        # the item counts and variances feed the interval; they are not metrics of their own
+        metrics = {k: v for k, v in numbers.items()
+                   if not (k in ("n", "val_n") or k.endswith("_n") or k.endswith("_item_var"))}
         seed = (results.get("config") or {}).get("seed")
         records.append({"job": _job_name(job_dir, sweep_dir), "overrides": job_overrides(job_dir), "seed": seed,
-                        "metrics": metrics, "code": code_identity(results.get("provenance"))})
+                        "metrics": metrics, "scores": numbers, "code": code_identity(results.get("provenance"))})
     if not records:
         raise ConfigError("aggregate_model", f"no run has scores for model {model!r}: {survey(sweep_dir)}. "
                                              "aggregate_model=<name> chooses one (null: every model).")
@@ -122,22 +126,31 @@ Summary = dict[str, dict[str, tuple[float, float, float, int]]]
 
 
 def summarise(records: list[dict[str, Any]]) -> Summary:
-    """``{row: {metric: (mean, low, high, n)}}``: the mean over seeds and its 95% bootstrap interval.
+    """``{row: {metric: (mean, low, high, n)}}``: the mean over seeds and its 95% interval.
 
-    The interval is ``grafting.metrics.stats.bootstrap_interval`` (docs/RESULTS.md uses the same);
-    a single seed gives a zero-width interval. NaNs are skipped.
+    The interval is ``grafting.metrics.stats.score_interval`` (seeds and test items; docs/RESULTS.md uses
+    the same). NaNs are skipped.
     """
-    grouped: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rec in records:
-        for metric, value in rec["metrics"].items():
-            if not math.isnan(value):
-                grouped[_row_key(rec["overrides"])][metric].append(float(value))
-    return {row: {m: (*bootstrap_interval(v), len(v)) for m, v in metrics.items()}
-            for row, metrics in grouped.items()}
+        grouped[_row_key(rec["overrides"])].append(rec)
+    out: Summary = {}
+    for row, recs in grouped.items():
+        metrics = dict.fromkeys(m for r in recs for m, v in r["metrics"].items() if not math.isnan(v))
+        out[row] = {m: (*score_interval(_scores(recs, m), m), sum(1 for r in recs if m in r["metrics"]
+                                                                  and not math.isnan(r["metrics"][m])))
+                    for m in metrics}
+    return out
+
+
+def _scores(records: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """The score dicts of the records that have ``metric`` (what :func:`score_interval` reads)."""
+    return [r.get("scores", r["metrics"]) for r in records
+            if metric in r["metrics"] and not math.isnan(r["metrics"][metric])]
 
 
 def markdown_table(summary: Summary, metrics: list[str]) -> str:
-    """Cells are ``mean [low, high]`` (95% bootstrap interval over seeds)."""
+    """Cells are ``mean [low, high]`` (95% interval over seeds and test items)."""
     lines = ["| run | " + " | ".join(metrics) + " | seeds |", "|---" * (len(metrics) + 2) + "|"]
     for row, values in summary.items():
         cells = [format_interval(values[m][:3]) if m in values else "n/a" for m in metrics]
@@ -167,7 +180,7 @@ def csv_table(summary: Summary, metrics: list[str],
 
 
 def plot_axis(records: list[dict[str, Any]], axis: str, metrics: list[str], path: Path) -> Path | None:
-    """Metric vs one swept axis (mean and 95% bootstrap interval over seeds), saved as PNG; None if not plottable."""
+    """Metric vs one swept axis (mean and 95% interval over seeds and items), saved as PNG; None if not plottable."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,8 +192,7 @@ def plot_axis(records: list[dict[str, Any]], axis: str, metrics: list[str], path
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for metric in metrics:
-        stats = [bootstrap_interval([r["metrics"][metric] for r in records
-                                     if r["overrides"].get(axis) == value and metric in r["metrics"]])
+        stats = [score_interval(_scores([r for r in records if r["overrides"].get(axis) == value], metric), metric)
                  for value in values]
         means = [m for m, _, _ in stats]
         spread = [[m - lo for m, lo, _ in stats], [hi - m for m, _, hi in stats]]
