@@ -1,11 +1,16 @@
 """The tables of docs/BEYOND_THE_PAPER.md, from the beyond-the-paper multiruns.
 
-    python train.py -m experiment=beyond_tiny hydra.sweep.dir=outputs/replication/beyond/<lane>
+    bash docs/replicate_beyond.sh                    # the runs (outputs/replication/<experiment>/...)
     python docs/make_beyond.py [--runs outputs/replication]
 
-One table per host width: each method's graft beside its controls (the same method with the vanilla
-block; the tuned block between untrained identity translators; the equal-parameter host LoRA), then
-the references. Cells are means over seeds with 95% bootstrap intervals (as docs/RESULTS.md).
+- **The input-dependent skill** (experiment=skill_2x2_tiny, its 10-seed extension and the 2x host): each method
+  in each cell of initialisation (shared / independent) x width (same / 1.5x), held-out accuracy beside both
+  controls (the same method with the vanilla block; the tuned block between untrained identity translators) and
+  the equal-parameter host LoRA.
+- **Knowledge on held-out keys** (experiment=beyond_knowledge_tiny and the permuted-table control).
+- **Choices on validation**: which method each cell's validation split picks.
+
+Cells are means over seeds with the project's one interval (seeds and test items; grafting.metrics.stats).
 """
 
 from __future__ import annotations
@@ -15,105 +20,172 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_results import Job, interval, load_jobs, main, share_header, share_row  # noqa: E402
+from make_results import Job, constant_fact, interval, load_jobs, main, share_header, share_row  # noqa: E402
 
-from grafting.metrics.stats import format_interval, separated  # noqa: E402
+from grafting.metrics.stats import INTERVAL_METHOD, format_interval, separated, share_interval  # noqa: E402
 
-METRICS = ["f_H", "f_S", "fact", "kl_host", "MLM"]
-EXPERIMENTS = ("beyond", "beyond_knowledge")
-# what each variant is on the command line (+variant=<name>)
-METHODS = {"paper": "the paper's alignment", "host_lora": "the paper's alignment (+ host LoRA control)", "procrustes": "closed-form rotation",
+METRICS = ["val_fact", "fact", "f_H", "kl_host", "MLM"]
+# host -> (initialisation, width) of the 2 x 2, and the 2x host
+CELLS = {"tiny-host": ("shared", "same"), "tiny-host-indep": ("independent", "same"),
+         "tiny-host-m-shared": ("shared", "1.5x"), "tiny-host-m": ("independent", "1.5x"),
+         "tiny-host-l": ("independent", "2x (1.5x deeper)")}
+METHODS = {"paper": "the paper's alignment (KL from the identity)",
            "procrustes_init": "the paper's KL from the closed-form rotation",
-           "distill": "paper + distillation phase",
-           "distill_long": "paper + 4x the distillation phase", "span2": "graft a span of 2 blocks"}
+           "distill": "the paper's, then 100 steps of distillation (training items only)",
+           "distill_long": "the paper's, then 400 steps of distillation (training items only)",
+           "host_lora": "control: LoRA on the host's block, as many parameters as the translators"}
+SKILL = ("skill_2x2", "skill", "skill_l")
+KNOWLEDGE = ("beyond_knowledge", "knowledge_permuted")
+CONTROLS = ("VanillaGraft", "IdentityGraft")
 
 
-def _variant(job: Job) -> str:
+def variant(job: Job) -> str:
     # the setting holds the overrides with Hydra's "+" stripped (grafting.reporting.aggregate.job_overrides)
     return next((p.split("=", 1)[1] for p in job.setting.split() if p.startswith("variant=")), "paper")
 
 
-def _host(job: Job) -> str:
+def host(job: Job) -> str:
     return str(job.results["config"]["host"]["name"])
 
 
-def aim(group: list[Job], model: str = "Grafted") -> str:
-    """The issue's cross-width aim: f_H >= 0.5, its vanilla-block control <= 0.1, kl_host no worse than Tuned's."""
-    f_h, control = interval(group, model, "f_H"), interval(group, "VanillaGraft", "f_H")
-    kl, tuned_kl = interval(group, model, "kl_host"), interval(group, "Tuned", "kl_host")
-    if any(math.isnan(x[0]) for x in (f_h, control, kl, tuned_kl)):
-        return "n/a"
-    above = separated(f_h, control) and f_h[0] > control[0]
-    parts = [f"f_H {'≥' if f_h[0] >= 0.5 else '<'} 0.5", f"control {'≤' if control[0] <= 0.1 else '>'} 0.1",
-             f"kl_host {'≤' if kl[0] <= tuned_kl[0] else '>'} Tuned's", "above control" if above else "not above control"]
-    return ", ".join(parts)
+def model_of(method: str) -> str:
+    """The model a method's row reports: its graft, or for the host LoRA control the LoRA."""
+    return "HostLoRA" if method == "host_lora" else "Grafted"
 
 
-def _by_variant(jobs: list[Job]) -> dict[str, list[Job]]:
-    """Jobs by method, in the order of METHODS."""
-    by_variant: dict[str, list[Job]] = {}
+def by(jobs: list[Job], key) -> dict[str, list[Job]]:
+    out: dict[str, list[Job]] = {}
     for job in jobs:
-        by_variant.setdefault(_variant(job), []).append(job)
-    order = [v for v in METHODS if v in by_variant] + [v for v in by_variant if v not in METHODS]
-    return {v: by_variant[v] for v in order}
+        out.setdefault(key(job), []).append(job)
+    return out
 
 
-def width_table(jobs: list[Job], with_aim: bool = True) -> list[str]:
-    """Each method's graft beside its controls, then the references; ``with_aim``: the cross-width aim per method."""
-    lines = ["| method | model | seeds | " + " | ".join(METRICS) + (" | aim |" if with_aim else " |"),
-             "|---|---|---|" + "---|" * (len(METRICS) + with_aim)]
-    for variant, group in _by_variant(jobs).items():
-        # host_lora's graft is the paper's own (the same seeds give the same graft): only its LoRA row is new
-        models = ["HostLoRA"] if variant == "host_lora" else ["Grafted", "VanillaGraft", "IdentityGraft"]
+def ordered(groups: dict[str, list[Job]], order) -> dict[str, list[Job]]:
+    return {k: groups[k] for k in [*order, *sorted(groups)] if k in groups}
+
+
+def one_per_seed(jobs: list[Job]) -> list[Job]:
+    """One job per seed (the references Tuned, Vanilla and Host are the same in every method of a seed)."""
+    return list({job.seed: job for job in sorted(jobs, key=lambda j: j.seed)}.values())
+
+
+def verdict(group: list[Job], model: str = "Grafted", metric: str = "fact") -> str:
+    """``shown`` when ``model``'s interval lies above both controls'; else which control it fails to beat."""
+    mine = interval(group, model, metric)
+    controls = {c: interval(group, c, metric) for c in CONTROLS}
+    if math.isnan(mine[0]) or any(math.isnan(c[0]) for c in controls.values()):
+        return "n/a"
+    unbeaten = [c for c, ci in controls.items() if not (separated(mine, ci) and mine[0] > ci[0])]
+    return "shown" if not unbeaten else f"not shown (vs {', '.join(unbeaten)})"
+
+
+def gain_share(group: list[Job], model: str = "Grafted") -> str:
+    """``model``'s share of the tuned donor's held-out fact gain over the vanilla-block control."""
+    fact = {m: [j.metric(m, "fact") for j in group] for m in (model, "VanillaGraft", "Tuned")}
+    if any(math.isnan(v) for vs in fact.values() for v in vs):
+        return "n/a"
+    n = int(group[0].metric(model, "n"))
+    return format_interval(share_interval(fact[model], fact["VanillaGraft"], fact["Tuned"], n))
+
+
+def cell_table(jobs: list[Job]) -> list[str]:
+    """One host: each method's model beside its controls, then the references."""
+    lines = ["| method | model | seeds | " + " | ".join(METRICS) + " | held-out fact above both controls | share "
+             "of Tuned's gain over VanillaGraft |", "|---|---|---|" + "---|" * (len(METRICS) + 2)]
+    for method, group in ordered(by(jobs, variant), METHODS).items():
+        models = ["HostLoRA"] if method == "host_lora" else ["Grafted", *CONTROLS]
         for model in models:
             cells = [format_interval(interval(group, model, m)) for m in METRICS]
-            note = (aim(group) if model == "Grafted" else "") if with_aim else None
-            lines.append(f"| `{variant}` | {model} | {len(group)} | " + " | ".join(cells)
-                         + (f" | {note} |" if with_aim else " |"))
-    one_per_seed = list({job.seed: job for job in jobs}.values())  # the references are the same in every method
+            extra = [verdict(group, model), gain_share(group, model)] if model in ("Grafted", "HostLoRA") else ["", ""]
+            lines.append(f"| `{method}` | {model} | {len(group)} | " + " | ".join(cells + extra) + " |")
+    refs = one_per_seed(jobs)
     for model in ("Tuned", "Vanilla", "Host"):
-        cells = [format_interval(interval(one_per_seed, model, m)) for m in METRICS]
-        lines.append(f"| (references) | {model} | {len(one_per_seed)} | " + " | ".join(cells)
-                     + (" | |" if with_aim else " |"))
+        cells = [format_interval(interval(refs, model, m)) for m in METRICS]
+        lines.append(f"| (references) | {model} | {len(refs)} | " + " | ".join(cells) + " | | |")
     return lines
 
 
-def fact_table(jobs: list[Job]) -> list[str]:
-    """Per method, the share of the tuned donor's fact gain that its graft carries (docs/make_results.py)."""
-    return share_header(jobs, "method") + [share_row(f"`{v}`", group, "HostLoRA" if v == "host_lora" else "Grafted")
-                                           for v, group in _by_variant(jobs).items()]
+def summary_table(jobs: list[Job]) -> list[str]:
+    """Methods x cells: the held-out accuracy (fact) of each method's model, its vanilla-block control beside it."""
+    hosts = [h for h in CELLS if any(host(j) == h for j in jobs)]
+    lines = ["| method | " + " | ".join(f"{CELLS[h][0]} init, {CELLS[h][1]} (`{h}`)" for h in hosts) + " |",
+             "|---|" + "---|" * len(hosts)]
+    for method in [m for m in METHODS if any(variant(j) == m for j in jobs)]:
+        cells = []
+        for h in hosts:
+            group = [j for j in jobs if host(j) == h and variant(j) == method]
+            if not group:
+                cells.append("not run")
+                continue
+            mine = format_interval(interval(group, model_of(method), "fact"))
+            control = "" if method == "host_lora" else \
+                f" (vanilla block {format_interval(interval(group, 'VanillaGraft', 'fact'))})"
+            cells.append(f"{mine}{control}, {len(group)} seeds")
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    refs = {h: one_per_seed([j for j in jobs if host(j) == h]) for h in hosts}
+    lines.append("| (Tuned donor) | " + " | ".join(format_interval(interval(refs[h], "Tuned", "fact")) for h in hosts)
+                 + " |")
+    return lines
 
 
-def _commands(jobs: list[Job]) -> list[str]:
-    def override(part: str) -> str:  # variant is not in the base config: it is added with "+"
-        return "+" + part if part.startswith("variant=") else part
+def choices(jobs: list[Job]) -> list[str]:
+    """Per cell, each grafting method's validation accuracy and the one the validation split picks."""
+    hosts = [h for h in CELLS if any(host(j) == h for j in jobs)]
+    grafts = [m for m in METHODS if m != "host_lora" and any(variant(j) == m for j in jobs)]
+    lines = ["| cell | " + " | ".join(f"`{m}` val_fact" for m in grafts) + " | chosen on validation |",
+             "|---|" + "---|" * (len(grafts) + 1)]
+    for h in hosts:
+        scores = {m: interval([j for j in jobs if host(j) == h and variant(j) == m], "Grafted", "val_fact")
+                  for m in grafts}
+        ran = {m: s for m, s in scores.items() if not math.isnan(s[0])}
+        best = max(ran, key=lambda m: ran[m][0]) if ran else "n/a"
+        lines.append(f"| `{h}` | " + " | ".join(format_interval(scores[m]) for m in grafts) + f" | `{best}` |")
+    return lines
 
-    runs = sorted({" ".join([f"python train.py -m experiment={j.experiment}_tiny",
-                             *(override(p) for p in j.setting.split())]) for j in jobs})
-    return [f"- `{run}`" for run in runs]
+
+def chosen(jobs: list[Job], cell: str = "tiny-host") -> str | None:
+    """The grafting method with the best mean validation accuracy in ``cell``."""
+    scores = {m: interval([j for j in jobs if host(j) == cell and variant(j) == m], "Grafted", "val_fact")[0]
+              for m in METHODS if m != "host_lora"}
+    ran = {m: s for m, s in scores.items() if not math.isnan(s)}
+    return max(ran, key=ran.get) if ran else None
 
 
-#: Runs of the replication that are the paper's method in these settings (no +variant): the protocol and
-#: the host-width ablation for modular addition, the knowledge experiment for the facts.
-PAPER_RUNS = {"paper_protocol": "beyond", "host_size": "beyond", "knowledge": "beyond_knowledge"}
+def knowledge_tables(jobs: list[Job]) -> list[str]:
+    """Each method on the held-out keys, its fact share, and the permuted-table control."""
+    main_jobs = [j for j in jobs if j.experiment == "beyond_knowledge"]
+    permuted = [j for j in jobs if j.experiment == "knowledge_permuted"]
+    chance = ", ".join(sorted({f"{constant_fact(j):.3f}" for j in main_jobs}))
+    parts = [f"Held-out keys (the best constant answer scores {chance}):", "", *cell_table(main_jobs), "",
+             "Share of the tuned donor's held-out fact gain:", "", *share_header(main_jobs, "method")]
+    for method, group in ordered(by(main_jobs, variant), METHODS).items():
+        parts.append(share_row(f"`{method}`", group, model_of(method)))
+    parts += ["", "Validation keys pick:", "", *choices(main_jobs), ""]
+    if permuted:
+        parts += ["The permuted-table control: the block is tuned on another table (`task.table_seed=1`) and each "
+                  "model is scored against that table. A graft that reads the block out answers the permuted "
+                  "values as well as the original graft answers the original ones.", "", *cell_table(permuted), ""]
+    return parts
 
 
 def build(runs: Path) -> str:
-    jobs = [j for j in load_jobs(runs) if j.experiment in EXPERIMENTS or j.experiment in PAPER_RUNS]
-    if not any(j.experiment in EXPERIMENTS for j in jobs):
-        raise SystemExit(f"no beyond-the-paper runs under {runs}")
-    parts = [f"_Generated by `python docs/make_beyond.py --runs {runs}` from {len(jobs)} jobs "
-             "(the `paper` rows are the replication's own runs of the paper's method)._", ""]
-    for experiment, title in (("beyond", "modular addition (format and answer)"),
-                              ("beyond_knowledge", "the learnable facts (task.kind=recall)")):
-        mine = [j for j in jobs if j.experiment == experiment or PAPER_RUNS.get(j.experiment) == experiment]
-        for host in sorted({_host(j) for j in mine}):
-            group = [j for j in mine if _host(j) == host]
-            parts += [f"### {title}: host `{host}`", "", "Commands (5 seeds each unless the table says fewer):", "",
-                      *_commands(group), "", *width_table(group, with_aim=experiment == "beyond"), ""]
-            if experiment == "beyond_knowledge":
-                parts += ["Share of the tuned donor's fact gain that each graft carries (per seed, then mean and "
-                          "interval):", "", *fact_table(group), ""]
+    jobs = [j for j in load_jobs(runs) if j.experiment in SKILL + KNOWLEDGE]
+    if not jobs:
+        raise SystemExit(f"no beyond-the-paper runs under {runs}: run `bash docs/replicate_beyond.sh` first")
+    skill = [j for j in jobs if j.experiment in SKILL]
+    parts = [f"_Generated by `python docs/make_beyond.py --runs {runs}` from {len(jobs)} jobs. "
+             f"Intervals: {INTERVAL_METHOD}._", ""]
+    if skill:
+        parts += ["### The input-dependent skill: held-out accuracy (fact) per method and cell", "",
+                  *summary_table(skill), "", "### Which method each cell's validation split picks", "",
+                  *choices(skill), ""]
+        for h in [h for h in CELLS if any(host(j) == h for j in skill)]:
+            init, width = CELLS[h]
+            parts += [f"### The input-dependent skill: host `{h}` ({init} initialisation, {width} width)", "",
+                      *cell_table([j for j in skill if host(j) == h]), ""]
+    if any(j.experiment in KNOWLEDGE for j in jobs):
+        parts += ["### Knowledge: 128 facts stored by the block, scored on the 48 keys no translator saw", "",
+                  *knowledge_tables(jobs)]
     return "\n".join(parts)
 
 

@@ -38,11 +38,34 @@ def test_fact_shares_match_a_hand_computation():
     assert cells[3].startswith(f"{(0.3 - chance) / (1.0 - chance):.3f}")
 
 
+def _skill_job(host: str, variant: str, seed: int, facts: dict[str, float], val: float = 0.5) -> make_results.Job:
+    models = {m: {"fact": f, "val_fact": val, "val_n": 100, "f_H": 1.0, "kl_host": 0.1, "MLM": 0.05, "n": 300}
+              for m, f in facts.items()}
+    config = {"seed": seed, "host": {"name": host}, "task": TASK, "evaluation": {"task_points": 24}}
+    return make_results.Job("skill_2x2", f"host={host} variant={variant}", seed, {"models": models, "config": config})
+
+
 def test_host_lora_rows_show_the_lora_not_a_second_copy_of_the_paper_graft():
-    jobs = [_job(v, s, {"Tuned": 1.0, "Grafted": 0.1, "VanillaGraft": 0.0, "IdentityGraft": 0.0,
-                        "HostLoRA": 0.9, "Vanilla": 0.0, "Host": 0.0})
+    jobs = [_skill_job("tiny-host", v, s, {"Tuned": 1.0, "Grafted": 0.1, "VanillaGraft": 0.0, "IdentityGraft": 0.0,
+                                           "HostLoRA": 0.9, "Vanilla": 0.0, "Host": 0.0})
             for v in ("paper", "host_lora") for s in range(2)]
-    lora_rows = [r for r in make_beyond.width_table(jobs, with_aim=False) if r.startswith("| `host_lora`")]
+    lora_rows = [r for r in make_beyond.cell_table(jobs) if r.startswith("| `host_lora`")]
     assert [r.split(" | ")[1] for r in lora_rows] == ["HostLoRA"]
-    share = [r for r in make_beyond.fact_table(jobs) if r.startswith("| `host_lora`")]
-    assert share and share[0].split(" | ")[1].startswith("0.900")  # HostLoRA's fact, not Grafted's 0.100
+    assert lora_rows[0].split(" | ")[4].startswith("0.900")  # the fact column holds HostLoRA's, not Grafted's
+    summary = [r for r in make_beyond.summary_table(jobs) if r.startswith("| `host_lora`")]
+    assert summary[0].split(" | ")[1].startswith("0.900")
+
+
+def test_the_2x2_summary_and_the_validation_choice():
+    facts = {"Tuned": 1.0, "Grafted": 0.8, "VanillaGraft": 0.1, "IdentityGraft": 0.1, "Vanilla": 0.0, "Host": 0.0}
+    jobs = [_skill_job(h, v, s, facts, val={"paper": 0.2, "procrustes_init": 0.7}[v])
+            for h in ("tiny-host", "tiny-host-m") for v in ("paper", "procrustes_init") for s in range(3)]
+    jobs = [j for j in jobs if not (j.results["config"]["host"]["name"] == "tiny-host-m" and j.setting.endswith("paper"))]
+    lines = make_beyond.summary_table(jobs)
+    assert "shared init, same (`tiny-host`)" in lines[0] and "independent init, 1.5x (`tiny-host-m`)" in lines[0]
+    paper = next(r for r in lines if r.startswith("| `paper`"))
+    assert paper.endswith("not run |") and "vanilla block 0.100" in paper
+    assert make_beyond.chosen(jobs) == "procrustes_init"
+    assert all(r.endswith("`procrustes_init` |") for r in make_beyond.choices(jobs)[2:])
+    row = next(r for r in make_beyond.cell_table(jobs) if "| Grafted |" in r)
+    assert "| shown |" in row  # 0.8 of 300 items in 3 seeds lies above 0.1
