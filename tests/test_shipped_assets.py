@@ -17,16 +17,18 @@ from grafting.pretraining.transplant_pair import SHIPPED, role_path, role_recipe
 from grafting.stages.transplant import recipe_from_config
 
 PAIR = ("tiny-vanilla", "tiny-host")
+# The hosts of the initialisation x width 2 x 2 and the 2x host (docs/BEYOND_THE_PAPER.md); each ships once pretrained.
+HOSTS = tuple(n for n in ("tiny-host-indep", "tiny-host-m-shared", "tiny-host-m", "tiny-host-l") if shipped.manifest(n))
 
 
-@pytest.mark.parametrize("name", [*PAIR, "tiny-mlm"])
+@pytest.mark.parametrize("name", [*PAIR, "tiny-mlm", *HOSTS])
 def test_every_shipped_file_matches_its_manifest_sha256(name):
     manifest = shipped.verify(name)
     assert "python train.py stage=pretrain" in manifest["command"]
     assert set(manifest["files"]) >= {"config.json", "model.safetensors", "tokenizer.json"}
 
 
-@pytest.mark.parametrize("name", PAIR)
+@pytest.mark.parametrize("name", [*PAIR, *HOSTS])
 def test_the_shipped_pair_is_well_trained(name):
     heldout = shipped.manifest(name)["heldout"]
     assert heldout["heldout_ppl"] <= 60 < heldout["random_init_heldout_ppl"]
@@ -48,11 +50,31 @@ def test_vanilla_and_host_share_their_initialisation_and_differ_in_data(tmp_path
     assert not all(torch.equal(init["vanilla"][k], init["indep"][k]) for k in init["vanilla"])
 
 
-@pytest.mark.parametrize("key,name", [("donor", "tiny-vanilla"), ("host", "tiny-host")])
+@pytest.mark.parametrize("key,name", [("donor", "tiny-vanilla"), ("host", "tiny-host"), *(("host", h) for h in HOSTS)])
 def test_the_default_config_loads_the_shipped_weights_without_pretraining(tmp_path, key, name):
-    spec = OmegaConf.to_container(compose_config([], tmp_path)[key], resolve=True)
+    spec = OmegaConf.to_container(compose_config([f"{key}={name}"], tmp_path)[key], resolve=True)
     assert recipe(spec) == shipped.manifest(name)["recipe"]
     assert locate(spec, tmp_path / "empty-cache") == shipped.asset_dir(name)
+
+
+def test_the_wider_shared_init_host_contains_the_vanilla_initialisation(tmp_path):
+    """tiny-host-m-shared's initialisation holds tiny-vanilla's in its leading slice; tiny-host-m's does not."""
+    specs = {h: OmegaConf.to_container(compose_config([f"host={h}"], tmp_path).host, resolve=True)
+             for h in ("tiny-host-m-shared", "tiny-host-m")}
+    shared, indep = recipe(specs["tiny-host-m-shared"]), recipe(specs["tiny-host-m"])
+    vanilla = shipped.manifest("tiny-vanilla")["recipe"]
+    assert shared["shared_init"] == {"arch": vanilla["arch"], "init_seed": vanilla["init_seed"]}
+    assert {k: v for k, v in shared.items() if k != "shared_init"} == indep  # all else equal
+    assert shared["arch"]["hidden_size"] == indep["arch"]["hidden_size"] == vanilla["arch"]["hidden_size"] * 3 // 2
+    from grafting import surgery
+
+    small = build_random(vanilla["arch"], vanilla["init_seed"])
+    wide = surgery.embed_narrow_(build_random(shared["arch"], shared["init_seed"]), small)
+    other = build_random(indep["arch"], indep["init_seed"])
+    name = "gpt_neox.layers.0.attention.query_key_value.weight"
+    cut = tuple(slice(0, n) for n in small.state_dict()[name].shape)
+    assert torch.equal(wide.state_dict()[name][cut], small.state_dict()[name])
+    assert not torch.equal(other.state_dict()[name][cut], small.state_dict()[name])
 
 
 def test_a_damaged_asset_is_refused(tmp_path, monkeypatch):
