@@ -6,8 +6,8 @@ sha256 and the recipe that made the entry, every read verifies it, and a damaged
 warning, moved aside, recomputed). ``python -m grafting.cache ls|verify|prune|adopt`` inspects the cache.
 """
 
+from grafting.cache.entries import check_entry, lookup, read_manifest, require, store
 from grafting.cache.models import save_trained_model
-from grafting.cache.store import check_entry, lookup, read_manifest, require, store
 
 KINDS = {
     "pretrained": "tiny models pretrained on first use (grafting.pretraining)",

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from grafting.artifacts import MANIFEST
-from grafting.cache.store import ASIDE, LOCK, TEMP, _locked, _manifest, check_entry, is_stale_temp, seal
+from grafting.cache import entries
+from grafting.cache.entries import ASIDE, LOCK, TEMP, _locked, _manifest, is_stale_temp, seal
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def verify(root: Path, kinds: list[str] | None = None) -> list[tuple[Item, str]]
     report = []
     for item in items(root, kinds):
         if item.state == "entry":
-            problem = check_entry(item.path)
+            problem = entries.check_entry(item.path)
             report.append((item, "ok" if problem is None else f"{problem[0]} {problem[1]}"))
         else:
             stale = item.state == "temp" and is_stale_temp(item.path)

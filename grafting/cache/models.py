@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from grafting.artifacts import write_json_atomic
-from grafting.cache.store import store
+from grafting.cache.entries import store
 
 
 def save_trained_model(final: str | Path, model: Any, tokenizer: Any, report_name: str, report: Any) -> Path:
