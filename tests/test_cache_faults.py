@@ -30,6 +30,20 @@ from grafting.stages.transplant import recipe_from_config
 TEXT = "Return the number of items in a container; the argument may be a sequence or a collection."
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _small_corpus():
+    """Pretraining tokenizes the whole built-in corpus (2 s a model): a slice keeps each recompute short."""
+    import grafting.pretraining.causal_lm as causal_lm
+    import grafting.pretraining.transplant_pair as pair
+    from grafting.data.corpus import builtin_documents
+
+    documents = causal_lm.training_documents
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(causal_lm, "training_documents", lambda part: documents(part)[:40])
+        patch.setattr(pair, "builtin_documents", lambda: builtin_documents()[:200])
+        yield
+
+
 def _only_entry(root: Path, kind: str) -> Path:
     entries = [p for p in (root / kind).iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1, entries
