@@ -5,23 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from grafting.artifacts import MANIFEST
 from grafting.cache import check_entry
+from grafting.cache.entries import WRITER
 
 # A flipped byte in the largest data file, a manifest cut in half, a data file deleted, a half-written
 # temporary folder left by a job that was killed while writing (and no entry).
 FAULTS = ("flip_byte", "truncate_manifest", "delete_file", "half_written")
-
-
-def dead_pid() -> int:
-    """The id of a process that has exited."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def damage(entry: Path, fault: str) -> Path:
@@ -41,9 +33,10 @@ def damage(entry: Path, fault: str) -> Path:
         data[0].unlink()
         return data[0]
     if fault == "half_written":  # what a writer killed mid-way leaves: its temporary folder, and no entry
-        tmp = entry.parent / f".{entry.name}.tmp-{socket.gethostname()}-{dead_pid()}-0badc0de"
+        tmp = entry.parent / f".{entry.name}.tmp-{socket.gethostname()}-4242-0badc0de"
         os.replace(entry, tmp)
         (tmp / MANIFEST).unlink()
+        (tmp / WRITER).touch()  # its writer's lock file, which nobody holds any more
         biggest = tmp / data[0].relative_to(entry)
         biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])
         return tmp

@@ -16,6 +16,7 @@ from cache_faults import FAULTS, assert_recomputed, cache_warnings, damage
 
 from grafting.cache import check_entry, lookup, read_manifest, require, store
 from grafting.cache.__main__ import main, parse_age
+from grafting.cache.entries import _writing
 from grafting.errors import ArtifactError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,11 +80,11 @@ def test_a_bare_file_of_the_old_format_is_set_aside(tmp_path, caplog):
 
 
 def test_a_live_writer_s_temporary_folder_is_left_alone(tmp_path):
-    import socket
-
-    tmp = tmp_path / "kind" / f".key.tmp-{socket.gethostname()}-{os.getpid()}-cafe"
+    tmp = tmp_path / "kind" / ".key.tmp-host-1-cafe"
     tmp.mkdir(parents=True)
-    assert lookup(tmp_path / "kind" / "key") is None and tmp.is_dir()  # this process is alive: still writing
+    with _writing(tmp):  # its writer holds the lock: still writing
+        assert lookup(tmp_path / "kind" / "key") is None and tmp.is_dir()
+    assert lookup(tmp_path / "kind" / "key") is None and not tmp.exists()  # the writer stopped: half-written
 
 
 def test_an_entry_that_cannot_be_recomputed_is_a_clear_error(tmp_path, caplog):
@@ -140,6 +141,30 @@ def test_jobs_computing_one_entry_at_once_all_finish_and_the_entry_is_whole(tmp_
     assert sum(n for _, n in outcomes) == (1 if damaged else 0)
     assert len(list(entry.parent.glob("key.corrupt-*"))) == (1 if damaged else 0)
     assert not [p for p in entry.parent.iterdir() if ".tmp-" in p.name]
+
+
+def _write_forever(entry: str) -> None:
+    def write(folder: Path) -> None:
+        (folder / "part0.txt").write_text("half")
+        time.sleep(600)
+    store(Path(entry), write)
+
+
+def test_a_job_killed_while_writing_leaves_a_folder_the_next_job_removes(tmp_path, caplog):
+    entry = tmp_path / "kind" / "key"
+    job = multiprocessing.get_context("fork").Process(target=_write_forever, args=(str(entry),))
+    job.start()
+    deadline = time.monotonic() + 60
+    while not list(entry.parent.glob(".key.tmp-*/part0.txt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp,) = entry.parent.glob(".key.tmp-*")
+    assert lookup(entry) is None and tmp.is_dir()  # alive: left alone
+    job.kill()
+    job.join()
+    with caplog.at_level(logging.WARNING):
+        assert lookup(entry) is None
+        store(entry, _write("a"))
+    assert_recomputed(caplog, entry, tmp, "half_written")
 
 
 # ------------------------------------------------------------------------------------------------ CLI

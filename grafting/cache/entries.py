@@ -43,7 +43,8 @@ FORMAT = 1
 LOCK = ".lock"  # one lock file per kind folder, held only to publish or set aside an entry (a rename)
 ASIDE = ".corrupt-"  # damaged entries are renamed <name>.corrupt-<time>, never deleted without being asked
 TEMP = ".tmp-"  # a writer's temporary folder: .<name>.tmp-<host>-<pid>-<random>
-STALE_FOREIGN_S = 24 * 3600  # a temporary folder of another host (or of the old format) is stale after this
+WRITER = ".writer"  # in a temporary folder: locked by its writer until the folder is renamed into place
+STALE_S = 24 * 3600  # a temporary folder without a lock to judge by (old format, no locks) is stale after this
 
 
 def checksum(manifest: dict[str, Any]) -> str:
@@ -64,7 +65,8 @@ def read_manifest(entry: Path) -> dict[str, Any]:
 def _manifest(path: Path) -> tuple[dict[str, Any] | None, str]:
     """``(manifest, "")``, or ``(None, why it cannot be used)``."""
     if not path.is_file():
-        return None, "is missing (a damaged entry, or one written before entries had manifests)"
+        return None, ("is missing (a damaged entry, or one made before entries had manifests: "
+                      "`python -m grafting.cache adopt` keeps those)")
     try:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -134,20 +136,22 @@ def store(entry: str | Path, write: Callable[[Path], Any], *, recipe: Any = None
     tmp = entry.parent / f".{entry.name}{TEMP}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        write(tmp)
-        seal(tmp, kind=entry.parent.name, key=entry.name, recipe=recipe)
-        with _locked(entry.parent):
-            if entry.exists():
-                problem = check_entry(entry)
-                if problem is None:
-                    log.info("cache: %s was written by another job meanwhile; keeping that copy", entry)
-                    return entry
-                _set_aside_locked(entry, problem)
-            try:
-                os.replace(tmp, entry)
-            except OSError:  # no lock on this file system and another job renamed its copy first
-                if check_entry(entry) is not None:
-                    raise
+        with _writing(tmp):
+            write(tmp)
+            (tmp / WRITER).unlink()  # not part of the entry (the lock stays held through the open file)
+            seal(tmp, kind=entry.parent.name, key=entry.name, recipe=recipe)
+            with _locked(entry.parent):
+                if entry.exists():
+                    problem = check_entry(entry)
+                    if problem is None:
+                        log.info("cache: %s was written by another job meanwhile; keeping that copy", entry)
+                        return entry
+                    _set_aside_locked(entry, problem)
+                try:
+                    os.replace(tmp, entry)
+                except OSError:  # no lock on this file system and another job renamed its copy first
+                    if check_entry(entry) is not None:
+                        raise
         return entry
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -188,7 +192,7 @@ def _set_aside_locked(entry: Path, problem: tuple[Path, str]) -> Path:
     return aside
 
 
-def remove_stale_temps(entry: Path, max_age_s: float = STALE_FOREIGN_S) -> list[Path]:
+def remove_stale_temps(entry: Path, max_age_s: float = STALE_S) -> list[Path]:
     """Remove the temporary folders beside ``entry`` whose writer stopped (each with a warning)."""
     removed = []
     for tmp in sorted(entry.parent.glob(f".{entry.name}.*")):
@@ -200,26 +204,40 @@ def remove_stale_temps(entry: Path, max_age_s: float = STALE_FOREIGN_S) -> list[
     return removed
 
 
-def is_stale_temp(tmp: Path, max_age_s: float = STALE_FOREIGN_S) -> bool:
-    """A writer's temporary folder whose process is gone (this host), or older than ``max_age_s`` (others)."""
-    if TEMP in tmp.name:
-        host, _, pid = tmp.name.rsplit(TEMP, 1)[1].rpartition("-")[0].rpartition("-")
-        if host == socket.gethostname() and pid.isdigit():
-            return not _alive(int(pid))
+def is_stale_temp(tmp: Path, max_age_s: float = STALE_S) -> bool:
+    """A temporary folder whose writer stopped: nobody holds its ``WRITER`` lock (else: older than ``max_age_s``)."""
+    writer = tmp / WRITER
+    if fcntl is not None and writer.is_file():
+        try:
+            fd = os.open(writer, os.O_RDONLY)
+        except FileNotFoundError:  # its writer just finished writing
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:  # held: the writer is at work
+            return False
+        except OSError:  # a file system without locks: judge by age
+            pass
+        finally:
+            os.close(fd)
     try:
         return time.time() - tmp.stat().st_mtime > max_age_s
     except FileNotFoundError:
         return False
 
 
-def _alive(pid: int) -> bool:
+@contextlib.contextmanager
+def _writing(tmp: Path) -> Iterator[None]:
+    """Hold the lock on ``tmp``'s ``WRITER`` file while the entry is written (the process's death releases it)."""
+    fd = os.open(tmp / WRITER, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+        if fcntl is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
