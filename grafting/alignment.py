@@ -17,7 +17,12 @@ from typing import Any
 
 import torch
 
-from grafting.artifacts import load_tensors_with_manifest, save_tensors_with_manifest
+from grafting import cache
+from grafting.artifacts import (
+    load_tensors_with_manifest,
+    save_tensors_with_manifest,
+    write_tensors_with_manifest,
+)
 from grafting.errors import ArtifactError
 from grafting.grafted import graft_of
 from grafting.losses import mse
@@ -79,17 +84,20 @@ def distance_to_optimum(module: TranslatorAlignModule, fit_batches, held_out) ->
             "weight_rel_distance": ((weight - w_opt).norm() / w_opt.norm()).item()}
 
 
-def save_translators(grafted: torch.nn.Module, folder: Path, history: dict[str, Any]) -> None:
-    """Both translators of ``grafted`` and their alignment ``history`` (a cache entry of aligned translators).
+def save_translators(grafted: torch.nn.Module, folder: Path, history: dict[str, Any],
+                     recipe: dict[str, Any] | None = None) -> None:
+    """Both translators of ``grafted`` and their alignment ``history``: a cache entry (:func:`grafting.cache.store`).
 
-    Jobs of a sweep may align the same graft at the same time: a copy already there is kept.
+    Jobs of a sweep may align the same graft at the same time: a whole copy already there is kept.
+    ``recipe``: what the entry's key hashes, recorded in its manifest.
     """
     graft = graft_of(grafted)[1]
     tensors = {f"{phase}.{k}": v for phase, t in (("pre", graft.pre_translator), ("post", graft.post_translator))
                for k, v in t.state_dict().items()}
+    manifest = {"kind": "aligned_translators", "history": history}
     try:
-        save_tensors_with_manifest(folder, tensors, {"kind": "aligned_translators", "history": history})
-    except (ArtifactError, OSError) as err:  # another job cached it first (same key, same numbers)
+        cache.store(folder, lambda tmp: write_tensors_with_manifest(tmp, tensors, manifest), recipe=recipe)
+    except OSError as err:  # a read-only or full cache costs a recompute later, not this run
         log.warning("aligned translators not cached at %s: %s", folder, err)
 
 

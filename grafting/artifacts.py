@@ -29,6 +29,26 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def file_hashes(folder: str | Path, exclude: tuple[str, ...] = (MANIFEST,)) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder`` (sorted), less the names in ``exclude``."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() not in exclude}
+
+
+def check_files(folder: str | Path, files: Mapping[str, str]) -> tuple[Path, str] | None:
+    """The first file of ``files`` (``{relative path: sha256}``) that is missing or differs, with why; else None."""
+    folder = Path(folder)
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return path, "is missing"
+        actual = sha256_file(path)
+        if actual != expected:
+            return path, f"is corrupt: sha256 {actual[:12]}… != manifest {expected[:12]}…"
+    return None
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (see :func:`write_text_atomic`)."""
     write_text_atomic(path, json.dumps(obj, indent=2, default=str))
@@ -70,23 +90,6 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
-def save_trained_model(final: str | Path, model: Any, tokenizer: Any, report_name: str, report: Any) -> None:
-    """Write a trained model, its tokenizer and its report into ``final`` at once (atomically).
-
-    Several sweep jobs may train the same cached model at the same time: when another one wrote
-    ``final`` first (same key, same numbers), that copy is kept and this one is dropped.
-    """
-    final = Path(final)
-    try:
-        with atomic_dir(final) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            write_json_atomic(tmp / report_name, report)
-    except Exception:
-        if not (final / report_name).is_file():
-            raise
-
-
 def save_tensors_with_manifest(
     folder: str | Path,
     tensors: dict[str, torch.Tensor],
@@ -96,11 +99,16 @@ def save_tensors_with_manifest(
 ) -> Path:
     """Save ``tensors`` as safetensors plus a manifest holding the file's sha256, atomically."""
     with atomic_dir(folder, overwrite=overwrite) as tmp:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(tensors, tmp / filename)
-        manifest = dict(manifest, files={filename: sha256_file(tmp / filename)})
-        write_json_atomic(tmp / MANIFEST, manifest)
+        write_tensors_with_manifest(tmp, tensors, manifest, filename)
     return Path(folder)
+
+
+def write_tensors_with_manifest(folder: Path, tensors: dict[str, torch.Tensor], manifest: dict[str, Any],
+                                filename: str = "weights.safetensors") -> None:
+    """Write ``tensors`` and their manifest into the existing (temporary) ``folder``: the body of the above."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    save_file(tensors, folder / filename)
+    write_json_atomic(folder / MANIFEST, dict(manifest, files={filename: sha256_file(folder / filename)}))
 
 
 def load_tensors_with_manifest(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -113,15 +121,15 @@ def load_tensors_with_manifest(folder: str | Path) -> tuple[dict[str, torch.Tens
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as err:
         raise ArtifactError(f"{manifest_path} is not valid JSON ({err}).") from err
+    files = manifest.get("files", {})
+    bad = check_files(folder, files)
+    if bad is not None:
+        path, why = bad
+        raise ArtifactError(f"{path} {why}" + (f" (listed in {manifest_path})." if why == "is missing" else "."))
     tensors: dict[str, torch.Tensor] = {}
-    for name, expected in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.is_file():
-            raise ArtifactError(f"{path} is missing (listed in {manifest_path}).")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ArtifactError(f"{path} is corrupt: sha256 {actual[:12]}… != manifest {expected[:12]}….")
-        tensors.update(load_file(path))
+    for name in files:
+        if name.endswith(".safetensors"):
+            tensors.update(load_file(folder / name))
     return tensors, manifest
 
 

@@ -13,9 +13,9 @@ import torch
 
 from grafting import surgery
 from grafting.artifacts import atomic_dir
+from grafting.cache import lookup, store
 from grafting.data.datamodule import DataSpec, GraftingDataModule, build_datamodule, data_spec
 from grafting.data.modular import ModularAddition
-from grafting.errors import ArtifactError
 from grafting.modules.layer_finetune import LayerFinetuneModule
 from grafting.training import Fit, plain_fit
 from grafting.tuned_block import load_tuned_block, save_tuned_block, with_block
@@ -74,16 +74,19 @@ def lora_rank_for(model: torch.nn.Module, layer: int, params: int) -> int:
 def finetune_or_resume(donor: torch.nn.Module, layer: int, data: Callable[[], Any], config: FinetuneConfig, *,
                        folder: Path, cache: Path | None = None, resume: bool = False, overwrite: bool = False,
                        write_cache: bool = True, manifest: dict[str, Any] | None = None, fit: Fit = plain_fit,
-                       reseed: Callable[[], None] | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+                       reseed: Callable[[], None] | None = None,
+                       cache_recipe: dict[str, Any] | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
     """``(tuned model, tuned block)``, saved in ``folder``: read back or trained now.
 
-    Read back from ``folder`` with ``resume``, or from ``cache`` (a sweep of alignment ablations
-    fine-tunes each donor layer once per seed); else trained on ``data()`` and saved (also into
-    ``cache`` when ``write_cache``: one writer under DDP). ``manifest`` adds ``donor`` / ``finetune``.
+    Read back from ``folder`` with ``resume``, or from the cache entry ``cache`` when it is whole (a sweep
+    of alignment ablations fine-tunes each donor layer once per seed; a damaged entry is set aside with a
+    warning and trained again); else trained on ``data()`` and saved (also into ``cache`` when
+    ``write_cache``: one writer under DDP). ``manifest`` adds ``donor`` / ``finetune``; ``cache_recipe``
+    is what the cache key hashes, recorded in the entry.
     """
     if resume and (folder / "manifest.json").is_file():
         source = folder
-    elif cache is not None and (cache / "manifest.json").is_file():
+    elif cache is not None and lookup(cache) is not None:
         log.info("tuned block from the cache: %s", cache)
         source = cache
     else:
@@ -91,7 +94,7 @@ def finetune_or_resume(donor: torch.nn.Module, layer: int, data: Callable[[], An
         save_tuned_block(module.tuned_block(), folder, layer=module.layer, method=module.method, base=donor,
                          overwrite=overwrite, **(manifest or {}))
         if cache is not None and write_cache:
-            _copy_quietly(folder, cache)
+            _cache_quietly(folder, cache, cache_recipe)
         return module.tuned_model(), module.tuned_block()
     block = load_tuned_block(str(source), donor, layer)
     if source != folder:
@@ -100,10 +103,9 @@ def finetune_or_resume(donor: torch.nn.Module, layer: int, data: Callable[[], An
     return with_block(donor, layer, block), block
 
 
-def _copy_quietly(source: Path, cached: Path) -> None:
-    """Put a freshly tuned block in the cache; another job of the sweep may have done it first."""
+def _cache_quietly(source: Path, cached: Path, recipe: dict[str, Any] | None) -> None:
+    """Put a freshly tuned block in the cache (a copy another job wrote first is kept)."""
     try:
-        with atomic_dir(cached) as tmp:
-            shutil.copytree(source, tmp, dirs_exist_ok=True)
-    except (ArtifactError, OSError) as err:  # a concurrent job cached it first (same key, same numbers)
+        store(cached, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True), recipe=recipe)
+    except OSError as err:  # a read-only or full cache costs a recompute later, not this run
         log.warning("tuned block not cached at %s: %s", cached, err)

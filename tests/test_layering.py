@@ -4,7 +4,8 @@ Every ``import`` in every module counts, including those inside functions: a laz
 dependency. Layers, lowest first (a module may import its own layer or lower):
 
 0. foundations: errors, paths, progress, provenance, plain, hf_config, hf_register, the package root
-1. pure functions on tensors and modules: surgery, graft_block, translators, losses, metrics, artifacts, generation
+1. pure functions on tensors and modules: surgery, graft_block, translators, losses, metrics, artifacts, cache,
+   generation
 2. loading and building things: models, data
 3. LightningModules and what drives them: modules, pretraining, callbacks, training
 4. the three methods: grafted, hf_grafted, tuned_block, finetuning, alignment, distillation, skillpack, transplant
@@ -26,7 +27,7 @@ LAYERS: dict[str, int] = {
     "grafting": 0, "grafting.errors": 0, "grafting.paths": 0, "grafting.progress": 0, "grafting.provenance": 0,
     "grafting.plain": 0, "grafting.hf_config": 0, "grafting.hf_register": 0,
     "grafting.surgery": 1, "grafting.graft_block": 1, "grafting.translators": 1, "grafting.losses": 1, "grafting.metrics": 1,
-    "grafting.artifacts": 1, "grafting.generation": 1,
+    "grafting.artifacts": 1, "grafting.cache": 1, "grafting.generation": 1,
     "grafting.models": 2, "grafting.data": 2,
     "grafting.modules": 3, "grafting.pretraining": 3, "grafting.callbacks": 3, "grafting.training": 3,
     "grafting.grafted": 4, "grafting.hf_grafted": 4, "grafting.tuned_block": 4,

@@ -17,7 +17,7 @@ def test_scores_are_read_back_and_keyed_by_weights(tmp_path, tokenizer, monkeypa
     model, host = tiny_model(seed=0), tiny_model(seed=1)
     cache = tmp_path / "cache"
     first = evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
-    assert len(list((cache / "scores").glob("*.json"))) == 1
+    assert len(list((cache / "scores").glob("*/scores.json"))) == 1
 
     calls = []
     real = suite.evaluate_task
@@ -28,7 +28,7 @@ def test_scores_are_read_back_and_keyed_by_weights(tmp_path, tokenizer, monkeypa
     with torch.no_grad():
         next(model.parameters()).add_(1e-3)  # other weights: another key, evaluated again
     evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
-    assert calls == [1] and len(list((cache / "scores").glob("*.json"))) == 2
+    assert calls == [1] and len(list((cache / "scores").glob("*/scores.json"))) == 2
 
 
 @pytest.mark.parametrize("family", ["task", "language"])
@@ -47,4 +47,4 @@ def test_a_new_metric_version_misses_the_cache(tmp_path, tokenizer, monkeypatch,
     module = {"task": task_metrics, "language": language_metrics}[family]
     monkeypatch.setattr(module, "SCORE_VERSION", module.SCORE_VERSION + 1)  # a fixed metric: old scores are stale
     evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
-    assert calls == [1, 1] and len(list((cache / "scores").glob("*.json"))) == 2
+    assert calls == [1, 1] and len(list((cache / "scores").glob("*/scores.json"))) == 2

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from grafting import cache
 from grafting.artifacts import model_fingerprint, write_json_atomic
 from grafting.data.corpus import TextSource, text_source
 from grafting.data.modular import ModularAddition, task_from_config
@@ -28,6 +29,7 @@ from grafting.metrics import task as task_metrics
 from grafting.provenance import package_versions
 
 log = logging.getLogger(__name__)
+SCORES = "scores.json"  # the file of a score cache entry
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,16 @@ def eval_device(device: str | Mapping[str, Any] = "auto") -> torch.device:
 
 def score_cache_path(settings: EvalSettings, task: ModularAddition, corpus: TextSource, model: torch.nn.Module,
                      host_fingerprint: str | None, language: bool, device: torch.device, cache_dir: Path) -> Path:
-    """``<cache>/scores/<key>.json``: the key hashes the model's and the host's weights, every setting
-    that shapes the scores (evaluation, task, corpus, device type) and the code that computes them
-    (each metric family's ``SCORE_VERSION``, torch's and transformers' versions), so a hit is the same computation."""
+    """``<cache>/scores/<key>`` (the entry holds ``scores.json``): the key hashes the model's and the host's
+    weights, every setting that shapes the scores (evaluation, task, corpus, device type) and the code that
+    computes them (each metric family's ``SCORE_VERSION``, torch's and transformers' versions), so a hit is
+    the same computation."""
+    return _score_entry(settings, task, corpus, model, host_fingerprint, language, device, cache_dir)[0]
+
+
+def _score_entry(settings: EvalSettings, task: ModularAddition, corpus: TextSource, model: torch.nn.Module,
+                 host_fingerprint: str | None, language: bool, device: torch.device,
+                 cache_dir: Path) -> tuple[Path, dict[str, Any]]:
     settings_json = {"evaluation": asdict(settings), "task": asdict(task), "corpus": asdict(corpus)}
     versions = package_versions()
     code = {"task": task_metrics.SCORE_VERSION, "language": language_metrics.SCORE_VERSION if language else None,
@@ -73,7 +82,7 @@ def score_cache_path(settings: EvalSettings, task: ModularAddition, corpus: Text
     payload = {"model": model_fingerprint(model), "host": host_fingerprint if language else None,
                "language": language, "device": device.type, "code": code, **settings_json}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    return cache_dir / "scores" / f"{key}.json"
+    return cache_dir / "scores" / key, payload
 
 
 def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.nn.Module,
@@ -98,10 +107,11 @@ def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.n
     results: dict[str, dict[str, Any]] = {}
     host_fingerprint = model_fingerprint(host) if cache_dir and language else None  # once, not per model
     for name, model in models.items():
-        cached = (score_cache_path(settings, task, corpus, model, host_fingerprint, language, device, cache_dir)
-                  if cache_dir else None)
-        if cached is not None and cached.is_file():
-            results[name] = json.loads(cached.read_text())
+        cached, recipe = (_score_entry(settings, task, corpus, model, host_fingerprint, language, device, cache_dir)
+                          if cache_dir else (None, None))
+        # a damaged entry, or a bare <key>.json of the old format, is set aside with a warning and scored again
+        if cached is not None and cache.lookup(cached, legacy=cached.with_name(f"{cached.name}.json")) is not None:
+            results[name] = json.loads((cached / SCORES).read_text())
             log.info("%s: scores read from %s", name, cached)
             continue
         model.to(device).eval()
@@ -118,5 +128,5 @@ def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.n
         log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "samples"})
         results[name] = scores
         if cached is not None:
-            write_json_atomic(cached, scores)
+            cache.store(cached, lambda folder, s=scores: write_json_atomic(folder / SCORES, s), recipe=recipe)
     return results

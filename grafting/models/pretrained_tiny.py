@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from grafting import cache
 from grafting.data.corpus import builtin_fingerprint
 from grafting.errors import ConfigError
 from grafting.models import shipped
@@ -70,14 +71,17 @@ def cache_path(spec: dict[str, Any], cache_dir: str | Path | None = None) -> Pat
 
 
 def locate(spec: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
-    """The folder holding ``spec``'s weights: shipped or cached. ``FileNotFoundError`` when neither exists."""
+    """The folder holding ``spec``'s weights: shipped or cached (every file verified).
+
+    ``FileNotFoundError`` when neither exists, or the cached copy is damaged.
+    """
     name = spec.get("shipped")
     if name and shipped.matches(name, recipe(spec)):
         return shipped.verified_folder(name)
     if name:
         log.info("%s: the recipe differs from the shipped one, so the shipped weights are not used.", name)
     path = cache_path(spec, cache_dir)
-    if not (path / "pretrain_report.json").is_file():
+    if cache.lookup(path) is None:  # absent, or damaged (then set aside with a warning): pretrain it again
         raise FileNotFoundError(path)
     return path
 
@@ -87,9 +91,9 @@ def load_pretrained(spec: dict[str, Any], cache_dir: str | Path | None = None, k
     try:
         path = locate(spec, cache_dir)
     except FileNotFoundError as err:
-        raise ConfigError(f"{key}.source", f"{spec.get('name', 'this tiny model')} is not pretrained yet (no "
-                                           f"{err}): grafting.pretraining.ensure_pretrained(spec) trains and "
-                                           "caches it; train.py does it before any model is loaded.") from err
+        raise ConfigError(f"{key}.source", f"{spec.get('name', 'this tiny model')} is not pretrained yet (no whole "
+                                           f"cache entry at {err}): grafting.pretraining.ensure_pretrained(spec) "
+                                           "trains and caches it; train.py does it before any model is loaded.") from err
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model.eval(), tokenizer

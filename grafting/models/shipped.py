@@ -76,7 +76,8 @@ def ship(name: str, source: str | Path, report: dict[str, Any], command: str, ov
 
     source = Path(source)
     with atomic_dir(asset_dir(name), overwrite=overwrite) as tmp:
-        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in _SHIPPED_SUFFIXES)
+        files = sorted(p for p in source.iterdir()
+                       if p.is_file() and p.suffix in _SHIPPED_SUFFIXES and p.name != MANIFEST)  # the cache's
         for path in files:
             shutil.copy2(path, tmp / path.name)
         write_json_atomic(tmp / MANIFEST, {

@@ -7,7 +7,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from grafting.artifacts import atomic_dir
+from grafting import cache
 from grafting.data.corpus import builtin_documents, builtin_fingerprint
 from grafting.paths import default_cache_dir
 
@@ -31,14 +31,10 @@ def train_builtin_tokenizer(vocab_size: int = 4096) -> PreTrainedTokenizerFast:
 
 
 def builtin_tokenizer(vocab_size: int = 4096, cache_dir: str | Path | None = None) -> PreTrainedTokenizerBase:
-    """The cached built-in tokenizer, trained on first use (a few seconds)."""
-    cache = Path(cache_dir or default_cache_dir()) / "tokenizers" / f"bpe{vocab_size}-{builtin_fingerprint()}"
-    if not (cache / "tokenizer.json").is_file():
+    """The cached built-in tokenizer (every file verified), trained on first use or on damage (a few seconds)."""
+    fingerprint = builtin_fingerprint()
+    entry = Path(cache_dir or default_cache_dir()) / "tokenizers" / f"bpe{vocab_size}-{fingerprint}"
+    if cache.lookup(entry) is None:
         tokenizer = train_builtin_tokenizer(vocab_size)
-        try:
-            with atomic_dir(cache) as tmp:
-                tokenizer.save_pretrained(tmp)
-        except Exception:  # another process won the race: use its copy
-            if not (cache / "tokenizer.json").is_file():
-                raise
-    return AutoTokenizer.from_pretrained(cache)
+        cache.store(entry, tokenizer.save_pretrained, recipe={"vocab_size": vocab_size, "corpus": fingerprint})
+    return AutoTokenizer.from_pretrained(entry)

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from grafting import surgery
-from grafting.artifacts import save_trained_model
+from grafting.cache import save_trained_model
 from grafting.data.corpus import builtin_documents, builtin_fingerprint
 from grafting.data.datamodule import GraftingDataModule, split_texts
 from grafting.data.datasets import TextChunkDataset, pad_collate

@@ -41,7 +41,8 @@ import torch
 from torch.utils.data import ConcatDataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grafting.artifacts import save_trained_model
+from grafting import cache
+from grafting.cache import save_trained_model
 from grafting.data.corpus import builtin_documents, builtin_fingerprint
 from grafting.data.datamodule import GraftingDataModule, split_texts
 from grafting.data.datasets import TaskSFTDataset, TextChunkDataset
@@ -209,18 +210,30 @@ def locate_role(recipe: PairRecipe, role: str, cache_dir: str | Path | None = No
 
 
 def load_role(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None):
-    """``(model, tokenizer)`` of ``role``: shipped, else cached, else trained now (once) and cached."""
-    path = locate_role(recipe, role, cache_dir)
-    if not (path / "train_report.json").is_file():
-        log.info("no cached transplant %s at %s: training it now (once).", role, path)
-        with torch.random.fork_rng():  # training on a cache miss must not move the caller's RNG
-            train_role(recipe, role, cache_dir)
+    """``(model, tokenizer)`` of ``role``: shipped, else cached (verified), else trained now (once) and cached."""
+    path = ensure_role(recipe, role, cache_dir)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     return model.eval(), AutoTokenizer.from_pretrained(path)
 
 
+def ensure_role(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None) -> Path:
+    """The verified folder of ``role``: shipped, else cached, else trained now (a damaged entry is retrained)."""
+    path = shipped_path(recipe, role)
+    if path is not None:
+        return path
+    path = role_path(recipe, role, cache_dir)
+    if cache.lookup(path) is None:
+        log.info("no cached transplant %s at %s: training it now (once).", role, path)
+        with torch.random.fork_rng():  # training on a cache miss must not move the caller's RNG
+            train_role(recipe, role, cache_dir)
+    return path
+
+
 def train_report(recipe: PairRecipe, role: str, cache_dir: str | Path | None = None) -> dict[str, Any]:
-    return json.loads((locate_role(recipe, role, cache_dir) / "train_report.json").read_text())
+    """``role``'s training report, shipped or cached (verified); it trains nothing."""
+    path = shipped_path(recipe, role) or cache.require(role_path(recipe, role, cache_dir),
+                                                       f"load_role(recipe, {role!r}) trains it and caches it")
+    return json.loads((path / "train_report.json").read_text())
 
 
 def ship_roles(recipe: PairRecipe, cache_dir: str | Path | None = None, scores: dict[str, Any] | None = None,
@@ -232,7 +245,7 @@ def ship_roles(recipe: PairRecipe, cache_dir: str | Path | None = None, scores: 
     folders = []
     for role, name in SHIPPED.items():
         path = role_path(recipe, role, cache_dir)
-        if not (path / "train_report.json").is_file():
+        if cache.lookup(path) is None:
             train_role(recipe, role, cache_dir)
         report = json.loads((path / "train_report.json").read_text())
         if report.get("key") != recipe.key(role):

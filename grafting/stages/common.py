@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from grafting import api
+from grafting import api, cache
 from grafting.artifacts import model_fingerprint
 from grafting.data.corpus import builtin_fingerprint, text_source
 from grafting.data.datamodule import build_datamodule, data_spec
@@ -73,12 +73,12 @@ def finetune_or_resume(ctx: RunContext, donor, tokenizer) -> tuple[torch.nn.Modu
     cfg = ctx.cfg
     config = finetune_config(cfg)
 
+    entry, recipe = tuned_block_cache_entry(ctx, donor) if cfg.finetune.get("cache", False) else (None, None)
     return api.finetune_or_resume(
         donor, int(cfg.graft.layer), lambda: task_datamodule(cfg, tokenizer, "finetune"), config, folder=ctx.run_dir / "tuned_block",
-        cache=tuned_block_cache_path(ctx, donor) if cfg.finetune.get("cache", False) else None,
-        resume=bool(cfg.get("resume", False)), overwrite=bool(cfg.get("overwrite", False)),
+        cache=entry, resume=bool(cfg.get("resume", False)), overwrite=bool(cfg.get("overwrite", False)),
         write_cache=ctx.is_global_zero, manifest={"donor": plain(cfg.donor), "finetune": plain(cfg.finetune)},
-        fit=ctx.fit, reseed=ctx.reseed)
+        fit=ctx.fit, reseed=ctx.reseed, cache_recipe=recipe)
 
 
 def task_datamodule(cfg, tokenizer, items: str = "train"):
@@ -107,6 +107,11 @@ def host_lora_control(ctx: RunContext, host, grafted, tokenizer) -> torch.nn.Mod
 def tuned_block_cache_path(ctx: RunContext, donor) -> Path:
     """``<cache>/tuned_blocks/<key>``: the key hashes the donor's weights, everything that shapes training
     and the code that trains (``TUNED_BLOCK_VERSION``, torch's, transformers' and peft's versions)."""
+    return tuned_block_cache_entry(ctx, donor)[0]
+
+
+def tuned_block_cache_entry(ctx: RunContext, donor) -> tuple[Path, dict[str, Any]]:
+    """:func:`tuned_block_cache_path` and the payload its key hashes (recorded in the entry's manifest)."""
     cfg = ctx.cfg
     versions = package_versions()
     code = {"version": TUNED_BLOCK_VERSION, **{k: versions[k] for k in ("torch", "transformers", "peft")}}
@@ -114,7 +119,7 @@ def tuned_block_cache_path(ctx: RunContext, donor) -> Path:
                "finetune": {k: v for k, v in plain_dict(cfg.finetune).items() if k != "cache"},
                "task": plain(cfg.task), "trainer": _numerics(cfg)}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return ctx.cache_dir / "tuned_blocks" / key
+    return ctx.cache_dir / "tuned_blocks" / key, payload
 
 
 def _numerics(cfg) -> dict[str, Any]:
@@ -138,6 +143,11 @@ def alignment_cache_path(ctx: RunContext, grafted, donor) -> Path:
     The task enters only when the alignment data holds task items (``dataloader=mod|mixed``): aligning on
     text is the same for every task, so e.g. the knowledge sweep reuses the protocol's translators.
     """
+    return alignment_cache_entry(ctx, grafted, donor)[0]
+
+
+def alignment_cache_entry(ctx: RunContext, grafted, donor) -> tuple[Path, dict[str, Any]]:
+    """:func:`alignment_cache_path` and the payload its key hashes (recorded in the entry's manifest)."""
     cfg = ctx.cfg
     versions = package_versions()
     spec = data_spec(cfg.dataloader)
@@ -151,7 +161,7 @@ def alignment_cache_path(ctx: RunContext, grafted, donor) -> Path:
                "layer": int(cfg.graft.layer), "align": dataclasses.asdict(align_config(cfg)), "data": data,
                "seed": int(cfg.seed), "trainer": _numerics(cfg)}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return ctx.cache_dir / "alignments" / key
+    return ctx.cache_dir / "alignments" / key, payload
 
 
 def align_from_config(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[str, Any]:
@@ -161,8 +171,8 @@ def align_from_config(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[
     alignment ran before (:func:`alignment_cache_path`), and written there otherwise.
     """
     cfg = ctx.cfg
-    cached = alignment_cache_path(ctx, grafted, donor) if cfg.align.get("cache", False) else None
-    if cached is not None and (cached / "manifest.json").is_file():
+    cached, recipe = alignment_cache_entry(ctx, grafted, donor) if cfg.align.get("cache", False) else (None, None)
+    if cached is not None and cache.lookup(cached) is not None:  # a damaged entry: set aside, aligned again
         log.info("aligned translators from the cache: %s", cached)
         history = api.load_translators_(grafted, cached)
     else:
@@ -171,7 +181,7 @@ def align_from_config(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[
                             fit=ctx.fit, reseed=ctx.reseed, save_dir=ctx.run_dir / "align",
                             resume=bool(cfg.get("resume", False)))
         if cached is not None and ctx.is_global_zero:
-            api.save_translators(grafted, cached, history)
+            api.save_translators(grafted, cached, history, recipe=recipe)
     ctx.log_metrics({f"{p}/{k}": v for p, h in history.items() for k, v in h.items()}, prefix="align/")
     return history
 
