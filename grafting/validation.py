@@ -314,6 +314,7 @@ MODEL: dict[str, Rule] = {
     "seed": SEED, "init_seed": SEED, "data_seed": SEED, "data_part": Choice(*DATA_PARTS),
     "tokenizer_vocab": Int(min=MIN_VOCAB),
     **_under(["arch"], ARCH), **_under(["pretrain"], PRETRAIN),
+    **_under(["shared_init.arch"], ARCH), "shared_init.init_seed": SEED,  # a wider model holding a narrow init
 }
 # The general-text corpus (corpus, and dataloader.text, which defaults to it).
 CORPUS: dict[str, Rule] = {

@@ -82,7 +82,7 @@ def _readme_table() -> dict[str, list[str]]:
     table = text.split("| group | options | sets |", 1)[1].split("\n\n", 1)[0]
     groups = {}
     for row in table.splitlines()[2:]:
-        cells = [c.strip() for c in row.strip("|").split("|")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
         names = re.findall(r"`([^`]+)`", cells[0])
         options = [o for o in re.findall(r"`([^`=]+)`", cells[1]) if not o.startswith("*")]
         for name in names:
