@@ -1,9 +1,11 @@
-"""RESULTS.md from the measurements of one run."""
+"""RESULTS.md from the measurements of one run (and, with ``--only``, the earlier runs of the other cases)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from benchmarks.notes import notes
 from benchmarks.result import Measurement
 
 TITLES = {
@@ -14,7 +16,11 @@ TITLES = {
     "e": "(e) SkillPack compression of a pythia-160m-sized delta",
     "f": "(f) Peak memory of one alignment step",
     "g": "(g) Training throughput as a fraction of the measured matmul peak",
-    "h": "(h) Logit-lens KL loss: closed-form backward vs autograd through the formula",
+    "h": "(h) Logit-lens KL loss: chunked and fused vs the plain formula",
+    "i": "(i) Roofline of every training step: CPU s/step over max(compute floor, memory floor), one thread "
+         "(floor <= 2 for alignment and distillation on the tiny pair)",
+    "j": "(j) How cost grows: time and peak memory per step against tokens per step",
+    "k": "(k) Sweep runner: jobs per CPU-hour against two serial single-thread jobs",
 }
 
 
@@ -33,15 +39,40 @@ def _verdict(m: Measurement) -> str:
     return f"{'met' if m.met else '**not met**'} ({op} {m.floor:g})"
 
 
-def render(measurements: list[Measurement], machine: dict[str, Any], command: str, seconds: float) -> str:
-    lines = ["# Benchmarks", "", f"Written by `{command}` in {seconds / 60:.1f} min. Every ratio below comes from one run of",
-             "that command on one machine; absolute figures are beside each ratio.", "",
+def _provenance(info: dict[str, Any] | None) -> str:
+    if not info:
+        return ""
+    parts = [f"`{info['command']}`" if info.get("command") else ""]
+    if info.get("date"):
+        parts.append(f"on {info['date']}")
+    if info.get("load_avg_1min") is not None:
+        parts.append(f"load average {info['load_avg_1min']:.1f} at its start")
+    machine = info.get("machine") or {}
+    if machine:
+        parts.append(f"({machine.get('cpu')}, {machine.get('cores')} cores, torch {machine.get('torch')})")
+    return "Measured by " + " ".join(p for p in parts if p) + "."
+
+
+def render(measurements: list[Measurement], machine: dict[str, Any], command: str, seconds: float,
+           cases: dict[str, dict[str, Any]] | None = None, figure: Path | None = None) -> str:
+    cases = cases or {}
+    lines = ["# Benchmarks", "", f"Written by `{command}` in {seconds / 60:.1f} min; each case says which run measured it",
+             "(`--only` re-measures some cases and keeps the others). Every ratio below comes from one run of",
+             "one command on one machine; absolute figures are beside each ratio.", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), ""]
     for case, title in TITLES.items():
         rows = [m for m in measurements if m.case == case]
         if not rows:
             continue
-        lines += [f"## {title}", "", "| measured | fast path | value | compared with | value | ratio | floor | details |",
+        lines += [f"## {title}", ""]
+        if _provenance(cases.get(case)):
+            lines += [_provenance(cases.get(case)), ""]
+        text = notes(case, rows)
+        if text:
+            lines += [text, ""]
+        if case == "j" and figure is not None:
+            lines += [f"![time and peak memory per step against model size and tokens per step]({figure.name})", ""]
+        lines += ["| measured | fast path | value | compared with | value | ratio | floor | details |",
                   "|---|---|---|---|---|---|---|---|"]
         for m in rows:
             details = ", ".join(f"{k} {_num(v)}" for k, v in m.extra.items())

@@ -90,3 +90,27 @@ def test_no_block_after_the_graft_is_computed(phase):
     assert all(i < layer for i in donor_blocks), calls  # never donor block i or later
     if phase == "pre":
         assert dest not in [i for n, i in calls if n == "grafted"]  # the graft itself is not needed
+
+
+@pytest.mark.parametrize("phase", ["pre", "post"])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_chunked_logit_lens_kl_is_the_plain_one(phase, temperature):
+    """The module's chunked logit-lens KL (losses.lens_kl) gives the loss and translator gradient of the plain
+    path: both streams decoded through the reference's final norm and unembedding, then kl()."""
+    host = tiny_model("gpt_neox", seed=0, num_hidden_layers=3)
+    donor = tiny_model("gpt_neox", seed=1, num_hidden_layers=3)
+    grafted = build_grafted(host, donor, layer=1, dest=1)
+    module = TranslatorAlignModule(grafted, host, donor, 1, phase, "residual", "kl", temperature=temperature,
+                                   reading="logit_lens")
+    assert module.fused_lens
+    batch = next(_batches(1))
+    batch["attention_mask"][1, 10:] = 0
+    params = list(module.translator.parameters())
+    fast = module.loss(batch)
+    grads_fast = torch.autograd.grad(fast, params)
+    module.fused_lens = False
+    plain = module.loss(batch)
+    grads_plain = torch.autograd.grad(plain, params)
+    torch.testing.assert_close(fast, plain)
+    for a, b in zip(grads_fast, grads_plain, strict=True):
+        torch.testing.assert_close(a, b)

@@ -109,3 +109,25 @@ def test_each_beyond_variant_sets_its_method(tmp_path, variant, expected):
 
     cfg = compose_config(["experiment=beyond_knowledge_tiny", f"+variant={variant}"], tmp_path)
     assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "llama", "gpt2"])
+def test_distillation_fast_losses_are_the_plain_ones(family, batch):
+    """Answer-position unembedding, the chunked text KL and the shared host prefix give the losses and the
+    translator gradients of the plain path (four full forwards, logits everywhere)."""
+    host, donor = tiny_model(family, seed=0), tiny_model(family, seed=1)
+    grafted = build_grafted(host, donor, layer=1, dest=1)
+    with torch.no_grad():  # translators away from the identity, so every term is non-trivial
+        for p in graft_of(grafted)[1].pre_translator.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    module = TranslatorDistillModule(grafted, host, teacher=tiny_model(family, seed=3))
+    assert module.fast
+    steps = {"task": _task_batch(batch), "text": batch}
+    params = list(module.translators.parameters())
+    fast = module.losses(steps)
+    plain = module.plain_losses(steps)
+    for name in ("task", "text"):
+        torch.testing.assert_close(fast[name], plain[name])
+        for a, b in zip(torch.autograd.grad(fast[name], params, retain_graph=True),
+                        torch.autograd.grad(plain[name], params, retain_graph=True), strict=True):
+            torch.testing.assert_close(a, b)

@@ -10,29 +10,45 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
+import sys
 import sysconfig
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from grafting.errors import ConfigError
+
+if TYPE_CHECKING:  # datasets (with pandas and pyarrow) loads only when a corpus other than builtin is read
+    import datasets
 
 # Packages whose docstrings are test scaffolding or tool code rather than prose.
 _SKIP_TOP = {"test", "idlelib", "site-packages", "lib2to3", "tkinter", "turtledemo", "ensurepip", "venv"}
 MIN_DOC_CHARS = 200
 
 
-def _stdlib_docstrings() -> list[str]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    docs: list[str] = []
-    for path in sorted(root.rglob("*.py")):
-        parts = path.relative_to(root).parts
-        if parts[0] in _SKIP_TOP or "tests" in parts:
+def _stdlib_files(root: Path) -> list[Path]:
+    """The standard library's ``.py`` files that hold prose, in ``sorted(root.rglob("*.py"))`` order.
+
+    Walks with the skipped folders pruned (site-packages alone is most of a virtual environment), so only
+    the files that are read are listed; symlinked folders are not entered, as ``rglob`` does not.
+    """
+    files = []
+    for folder, subdirs, names in os.walk(root):
+        rel = Path(folder).relative_to(root).parts
+        if (rel and rel[0] in _SKIP_TOP) or "tests" in rel:
+            subdirs[:] = []
             continue
+        files += [Path(folder) / n for n in names if n.endswith(".py") and not (not rel and n in _SKIP_TOP)]
+    return sorted(files)
+
+
+def _stdlib_docstrings() -> list[str]:
+    docs: list[str] = []
+    for path in _stdlib_files(Path(sysconfig.get_paths()["stdlib"])):
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError):
@@ -63,12 +79,62 @@ def _pydoc_topics() -> list[str]:
     return docs
 
 
+# (pid, output file) of a child harvesting the corpus (prefetch_builtin_documents), until collected
+_prefetch: tuple[int, Path] | None = None
+
+
+def prefetch_builtin_documents() -> None:
+    """Start harvesting the built-in corpus in a forked child, so that it overlaps this process's imports.
+
+    Parsing the standard library takes seconds of CPU, and every job on the built-in corpus or a shipped
+    tiny model needs it right after importing torch, transformers and Lightning: on a machine with a free
+    core the child does it meanwhile, and :func:`builtin_documents` collects its result (the same documents,
+    read back from JSON). A no-op without ``os.fork``, once torch is loaded (forking a process with
+    library thread pools is unsafe), or when the corpus is there already.
+    """
+    global _prefetch
+    if (_prefetch is not None or builtin_documents.cache_info().currsize or not hasattr(os, "fork")
+            or "torch" in sys.modules):
+        return
+    fd, name = tempfile.mkstemp(prefix="grafting-corpus-", suffix=".json")
+    os.close(fd)
+    pid = os.fork()
+    if pid == 0:  # the child: harvest, write, leave without running the parent's exit handlers
+        code = 1
+        try:
+            Path(name).write_text(json.dumps(_harvest()))
+            code = 0
+        finally:
+            os._exit(code)
+    _prefetch = (pid, Path(name))
+
+
+def _collect_prefetched() -> list[str] | None:
+    global _prefetch
+    if _prefetch is None:
+        return None
+    (pid, path), _prefetch = _prefetch, None
+    try:
+        _, status = os.waitpid(pid, 0)
+        return json.loads(path.read_text()) if status == 0 else None
+    except (OSError, ValueError):  # the child failed or was killed: harvest here instead
+        return None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _harvest() -> list[str]:
+    return _pydoc_topics() + _stdlib_docstrings()
+
+
 @lru_cache(maxsize=1)
 def builtin_documents() -> tuple[str, ...]:
     """The built-in corpus as a tuple of documents, in a fixed order."""
-    return tuple(_pydoc_topics() + _stdlib_docstrings())
+    docs = _collect_prefetched()
+    return tuple(docs if docs is not None else _harvest())
 
 
+@lru_cache(maxsize=1)
 def builtin_fingerprint() -> str:
     """Short hash of the built-in corpus, so caches built on it change when Python's docs do."""
     return hashlib.sha256(json.dumps(builtin_documents()).encode()).hexdigest()[:10]
@@ -108,6 +174,8 @@ def text_source(spec: TextSource | Mapping[str, Any]) -> TextSource:
 
 def load_text_dataset(spec: TextSource | Mapping[str, Any]) -> datasets.Dataset | datasets.IterableDataset:
     """A dataset with a ``text`` column, from ``spec.source`` in {builtin, local, fineweb}."""
+    import datasets
+
     src = text_source(spec)
     source = src.source
     if source == "builtin":

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from grafting.data.corpus import TextSource, load_text_dataset, text_source
+from grafting.data.corpus import TextSource, builtin_documents, load_text_dataset, text_source
 from grafting.data.datasets import MixedDataset, TaskSFTDataset, TextChunkDataset, pad_collate
 from grafting.data.modular import ModularAddition, task_from_config
 from grafting.errors import ConfigError
@@ -57,8 +57,8 @@ def data_spec(spec: DataSpec | Mapping[str, Any], **changes: Any) -> DataSpec:
 def text_documents(source: TextSource | Mapping[str, Any], split: str) -> list[str]:
     """The documents of ``split`` (train or validation) of a text source."""
     src = text_source(source)
-    ds = load_text_dataset(src)
-    texts = [row["text"] for row in ds]
+    # the built-in corpus is a list already: no round trip through an Arrow table (nor datasets' import)
+    texts = list(builtin_documents()) if src.source == "builtin" else [row["text"] for row in load_text_dataset(src)]
     if not texts:
         raise ConfigError("dataloader.text", f"the {src.source!r} corpus is empty.")
     return split_texts(texts, split)

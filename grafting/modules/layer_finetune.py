@@ -16,6 +16,7 @@ from torch import nn
 from grafting import surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
+from grafting.losses import labelled_lm_loss
 
 METHODS = ("lora", "full")
 
@@ -44,8 +45,9 @@ class LayerFinetuneModule(TrainableOnlyCheckpoint, L.LightningModule):
         self.model.train()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          labels=batch["labels"], use_cache=False).loss
+        # the unembedding only where there is a label (the answer tokens): same loss, a fraction of the cost
+        model = self.model.get_base_model() if self.method == "lora" else self.model
+        return labelled_lm_loss(model, batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch)

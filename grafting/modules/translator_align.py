@@ -26,7 +26,7 @@ from grafting import surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
 from grafting.graft_block import graft_of, span_of
-from grafting.losses import KINDS, READINGS, get_distance
+from grafting.losses import KINDS, READINGS, get_distance, lens_kl
 from grafting.translators import CLOSED_FORMS
 
 PHASES = ("pre", "post")
@@ -53,6 +53,8 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         self.grafted, self.host, self.donor = grafted, host, donor
         self.layer, self.phase, self.kind = layer, phase, kind
         self.distance = get_distance("kl" if kind == "logits" else distance, temperature)
+        # the logit-lens KL runs chunked (grafting.losses.lens_kl): same numbers, no positions x vocab tensors
+        self.fused_lens = kind == "residual" and reading == "logit_lens" and distance == "kl"
         self.lr, self.weight_decay, self.temperature = lr, weight_decay, temperature
         self.dest, self.graft = graft_of(grafted)
         for model in (grafted, host, donor):
@@ -122,6 +124,12 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
             return self.distance(pred, target, mask)
         source, target = self.translator_io(batch)
         pred = self.translator(source)
+        unembed = self.reference.get_output_embeddings()
+        if self.fused_lens and type(unembed) is nn.Linear:
+            norm = surgery.final_norm(self.reference)
+            with torch.no_grad():
+                target = norm(target)
+            return lens_kl(norm(pred), target, unembed, mask, self.temperature)
         if self.reading == "logit_lens":
             pred = surgery.logit_lens(self.reference, pred)
             with torch.no_grad():

@@ -19,6 +19,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.stage.name
     if name not in STAGES:
         raise ConfigError("stage", f"unknown stage {name!r}; allowed: {', '.join(sorted(STAGES))}.")
+    if cfg.get("corpus", {}).get("source", "builtin") == "builtin":
+        from grafting.data.corpus import prefetch_builtin_documents
+
+        prefetch_builtin_documents()  # parse the CPython docs on the other core while the libraries load
     from grafting.models.hub import check_available
 
     for key in ("host", "donor"):  # first, before the heavy imports: a hub id offline fails in seconds

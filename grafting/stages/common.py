@@ -32,10 +32,10 @@ from grafting.run_context import RunContext
 # (grafting/finetuning.py, grafting/modules/layer_finetune.py, the task's datamodule, seeding) can change
 # the trained block, so that blocks trained by the old code are not read back from the cache.
 log = logging.getLogger(__name__)
-TUNED_BLOCK_VERSION = 1
+TUNED_BLOCK_VERSION = 2  # 2: the fine-tune loss unembeds only the labelled positions (float-level)
 # Part of every alignment cache key: bump it whenever a change to the alignment code (grafting/alignment.py,
 # grafting/modules/translator_align.py, grafting/losses.py, the datamodules, seeding) can change the translators.
-ALIGN_VERSION = 1
+ALIGN_VERSION = 2  # 2: the logit-lens KL runs chunked (grafting.losses.lens_kl; float-level)
 
 
 def finetune_config(cfg) -> api.FinetuneConfig:
