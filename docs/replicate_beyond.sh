@@ -3,19 +3,16 @@
 # pretrained), then its tables:
 #   bash docs/replicate_beyond.sh [part ...]    # default: every part, in this order
 # Jobs of one seed share one fine-tune (finetune.cache), the scores of Tuned / Vanilla / Host (evaluation.cache)
-# and the paper's alignment (align.cache). A finished job is skipped; an interrupted one resumes.
-# JOBS=2 runs two jobs at a time with one thread each (hydra/launcher=local_parallel).
+# and the paper's alignment (align.cache). A finished job is skipped; an interrupted one resumes. The jobs of a
+# multirun run side by side, one single-thread job per core (docs/sweep.sh; JOBS=N to choose).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WANDB_MODE=${WANDB_MODE:-disabled} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 out=${REPLICATION_DIR:-outputs/replication}
-launcher=()
-[ "${JOBS:-1}" -gt 1 ] && launcher=(hydra/launcher=local_parallel "hydra.launcher.n_jobs=${JOBS}")
 
 run() {  # run <sweep folder under $out> <overrides...>
   local dir=$1; shift
-  python train.py -m "$@" "${launcher[@]}" "hydra.sweep.dir=$out/$dir" resume=true
+  bash docs/sweep.sh "$@" "hydra.sweep.dir=$out/$dir" resume=true
 }
 
 # The method the validation split picks in the shared-init, same-width cell (docs/BEYOND_THE_PAPER.md, "Which
@@ -24,7 +21,9 @@ best=${BEST:-procrustes_init}
 best_knowledge=${BEST_KNOWLEDGE:-distill_long}
 
 part_skill() {
-  run skill_2x2/main experiment=skill_2x2_tiny                                       # 4 hosts x 4 methods x 5 seeds
+  for host in tiny-host tiny-host-indep tiny-host-m-shared tiny-host-m; do         # 4 methods x 5 seeds per host
+    run "skill_2x2/$host" experiment=skill_2x2_tiny "host=$host"
+  done
   run skill_2x2/distill_long experiment=skill_2x2_tiny host=tiny-host +variant=distill_long  # distil steps, on validation
   run skill/seeds5-9 experiment=skill_tiny "+variant=$best" host=tiny-host,tiny-host-m seed=5,6,7,8,9
   run skill_l/main experiment=skill_2x2_tiny host=tiny-host-l "+variant=$best"        # the 2x host, the chosen method
