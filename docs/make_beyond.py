@@ -20,7 +20,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_results import Job, constant_fact, interval, load_jobs, main, share_header, share_row  # noqa: E402
+from make_results import (  # noqa: E402
+    DOCS,
+    Job,
+    bar_figure,
+    constant_fact,
+    interval,
+    load_jobs,
+    main,
+    share_header,
+    share_row,
+)
 
 from grafting.metrics.stats import INTERVAL_METHOD, format_interval, separated, share_interval  # noqa: E402
 
@@ -128,6 +138,18 @@ def summary_table(jobs: list[Job]) -> list[str]:
     return lines
 
 
+def skill_figure(jobs: list[Job], path: Path = DOCS / "figures" / "beyond_skill_2x2.png") -> Path:
+    """Held-out accuracy per cell: each method's model, its vanilla-block control and the tuned donor."""
+    groups = {}
+    for h in [h for h in CELLS if any(host(j) == h for j in jobs)]:
+        cell = [j for j in jobs if host(j) == h]
+        bars = {m: interval([j for j in cell if variant(j) == m], model_of(m), "fact") for m in METHODS}
+        bars["vanilla block (paper)"] = interval([j for j in cell if variant(j) == "paper"], "VanillaGraft", "fact")
+        bars["Tuned donor"] = interval(one_per_seed(cell), "Tuned", "fact")
+        groups[f"{CELLS[h][0]}, {CELLS[h][1]}"] = bars
+    return bar_figure(path, groups, "held-out accuracy (fact)", "The input-dependent skill: initialisation x width")
+
+
 def choices(jobs: list[Job]) -> list[str]:
     """Per cell, each grafting method's validation accuracy and the one the validation split picks."""
     hosts = [h for h in CELLS if any(host(j) == h for j in jobs)]
@@ -177,6 +199,7 @@ def build(runs: Path) -> str:
              f"Intervals: {INTERVAL_METHOD}._", ""]
     if skill:
         parts += ["### The input-dependent skill: held-out accuracy (fact) per method and cell", "",
+                  f"![Held-out accuracy per cell](figures/{skill_figure(skill).name})", "",
                   *summary_table(skill), "", "### Which method each cell's validation split picks", "",
                   *choices(skill), ""]
         for h in [h for h in CELLS if any(host(j) == h for j in skill)]:

@@ -69,3 +69,16 @@ def test_the_2x2_summary_and_the_validation_choice():
     assert all(r.endswith("`procrustes_init` |") for r in make_beyond.choices(jobs)[2:])
     row = next(r for r in make_beyond.cell_table(jobs) if "| Grafted |" in r)
     assert "| shown |" in row  # 0.8 of 300 items in 3 seeds lies above 0.1
+
+
+def test_the_figures_are_drawn(tmp_path):
+    facts = {"Tuned": 1.0, "Grafted": 0.8, "VanillaGraft": 0.1, "IdentityGraft": 0.1, "HostLoRA": 0.5,
+             "Vanilla": 0.0, "Host": 0.0}
+    jobs = [_skill_job(h, v, s, facts) for h in ("tiny-host", "tiny-host-indep") for v in ("paper", "host_lora")
+            for s in range(2)]
+    path = make_beyond.skill_figure(jobs, tmp_path / "skill.png")
+    assert path.stat().st_size > 5000 and path.read_bytes()[:4] == b"\x89PNG"
+    for job in jobs:
+        job.results["models"]["Grafted"]["f_S"] = 1.0
+    path = make_results.protocol_figure(jobs, tmp_path / "protocol.png")
+    assert path.stat().st_size > 5000
