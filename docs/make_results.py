@@ -56,15 +56,14 @@ EXPERIMENTS = {
                    "dataloader=text"),
     "dest_layer": ("Destination block for donor block 2 (dest 2 is the protocol) — paper Tables 3-4",
                    "graft.dest=2"),
-    "host_size": ("Host width: tiny-host d=128 (the protocol), -m d=192, -l d=256 with 6 blocks — paper Tables 9-10",
-                  "host=tiny-host"),
+    "host_size": ("Host width: tiny-host d=128 (the protocol), -m-shared and -m d=192, -l d=256 with 6 blocks — "
+                  "paper Tables 9-10 (-m and -l are also independently initialised, as the paper's wider hosts are; "
+                  "-m-shared holds the vanilla initialisation)", "host=tiny-host"),
     "pair_init": ("Pair initialisation (beyond the paper): shared-init host (the protocol) vs independent init",
                   "host=tiny-host"),
     "pair_seed": ("Pair seeds: the whole shared-init pair re-initialised and pretrained (seed 0 is the shipped "
                   "pair)", "tiny.pair_seed=0"),
     "protocol_variants": ("Our variants of the protocol (losses, closed-form translators)", "protocol"),
-    "knowledge": ("Knowledge (beyond the paper): 64 stored facts, key -> digit, that one fine-tuned block "
-                  "learns (task.kind=recall)", None),
 }
 
 
@@ -211,10 +210,6 @@ def share_row(name: str, jobs: list[Job], model: str = "Grafted") -> str:
             f"{format_interval(share_interval(fact[model], floor, fact['Tuned'], n))} |")
 
 
-def fact_share(group: list[Job]) -> list[str]:
-    return share_header(group) + [share_row(m, group, m) for m in ("Grafted", "IdentityGraft", "VanillaGraft")]
-
-
 def provenance(jobs: list[Job]) -> str:
     prov = [j.results.get("provenance") or {} for j in jobs]
     commits = sorted({str((p.get("git") or {}).get("commit"))[:10] for p in prov})
@@ -248,9 +243,6 @@ def build(runs: Path) -> str:
         parts += [f"### {title}", "", commands(name, label is not None) + ":", "", *table(settings, metrics), ""]
         if name in PAPER:
             parts += ["The paper's numbers (one run each):", "", *paper_table(name), ""]
-        if name == "knowledge":
-            parts += ["How much of the fact gain each graft carries (per seed, then mean and interval):", "",
-                      *fact_share(settings[next(iter(settings))]), ""]
     return "\n".join(parts)
 
 
