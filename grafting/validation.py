@@ -39,7 +39,7 @@ LOADER_KINDS = ("mod", "text", "mixed")  # grafting.data.datamodule.KINDS
 CORPUS_SOURCES = ("builtin", "local", "fineweb")
 CORPUS_FORMATS = ("text", "json", "parquet", "csv", "arrow")  # datasets' packaged builders
 FINETUNE_METHODS = ("lora", "full")  # grafting.modules.layer_finetune.METHODS
-MODEL_SOURCES = ("hub", "local", "random", "tiny_pretrained")  # grafting.models.loading.SOURCES
+MODEL_SOURCES = ("hub", "local", "random", "tiny_pretrained", "gguf_package")  # grafting.models.loading.SOURCES
 MODEL_DTYPES = ("float32", "bfloat16", "float16")  # grafting.models.loading._DTYPES
 DATA_PARTS = ("all", "dedup", "a", "b")  # grafting.models.pretrained_tiny.DATA_PARTS
 TASK_KINDS = ("modadd", "unary", "lookup", "recall")  # grafting.data.modular.KINDS
@@ -309,7 +309,7 @@ PRETRAIN: dict[str, Rule] = {
 # A model spec (host, donor, transplant.source as a mapping); conf/model/*.yaml.
 MODEL: dict[str, Rule] = {
     "name": Str(), "source": Choice(*MODEL_SOURCES), "shipped": Str(nullable=True), "id": Str(), "revision": Str(),
-    "path": Str(),
+    "path": Str(), "package": Str(), "gguf_file": Str(), "install": Str(),  # gguf_package (grafting.models.gguf)
     "dtype": Choice(*MODEL_DTYPES), "trust_remote_code": Bool(), "progress_bar": Bool(),
     "seed": SEED, "init_seed": SEED, "data_seed": SEED, "data_part": Choice(*DATA_PARTS),
     "tokenizer_vocab": Int(min=MIN_VOCAB),

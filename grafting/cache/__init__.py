@@ -1,7 +1,7 @@
 """The cache under ``$GRAFTING_CACHE_DIR`` (or ``~/.cache/grafting``): entries that never lie.
 
 Every kind (``pretrained``, ``transplant_models``, ``tuned_blocks``, ``alignments``, ``scores``,
-``tokenizers``) is written with :func:`store` and read with :func:`lookup`: a manifest holds each file's
+``tokenizers``, ``gguf``) is written with :func:`store` and read with :func:`lookup`: a manifest holds each file's
 sha256 and the recipe that made the entry, every read verifies it, and a damaged entry is a miss (one
 warning, moved aside, recomputed). ``python -m grafting.cache ls|verify|prune|adopt`` inspects the cache.
 """
@@ -16,6 +16,7 @@ KINDS = {
     "alignments": "aligned translators (align.cache=true)",
     "scores": "evaluation scores of a model's weights (evaluation.cache=true)",
     "tokenizers": "the built-in BPE tokenizers (grafting.models.tokenizer)",
+    "gguf": "real models de-quantised from a package's GGUF file, keyed on its sha256 (grafting.models.gguf)",
 }
 
 __all__ = ["KINDS", "check_entry", "lookup", "read_manifest", "require", "save_trained_model", "store"]

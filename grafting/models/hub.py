@@ -44,9 +44,16 @@ def hub_model_available(spec: Any) -> bool:
 
 
 def check_available(spec: Any, key: str) -> None:
-    """Fail fast, before any compute, when a hub model can be neither found locally nor downloaded."""
+    """Fail fast, before any compute, when a model can be neither found locally nor downloaded.
+
+    A hub id offline and a ``gguf_package`` model whose package is not installed both fail here in seconds.
+    """
     plain = plain_dict(spec)
     if plain.get("source") == "hub" and not hub_model_available(plain):
         raise offline_error(f"{key}.id", plain["id"])
+    if plain.get("source") == "gguf_package":
+        from grafting.models.gguf import locate_gguf
+
+        locate_gguf(plain, key)
 
 

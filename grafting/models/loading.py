@@ -9,6 +9,8 @@ A model spec (``conf/host/*.yaml``, ``conf/donor/*.yaml``) has a ``source``:
 - ``tiny_pretrained``: ``arch`` pretrained on the built-in corpus with ``seed``: shipped with the
   package or cached under a key derived from the config (see :mod:`grafting.models.pretrained_tiny`;
   :func:`grafting.pretraining.ensure_pretrained` trains a missing one).
+- ``gguf_package``: a real pretrained model shipped as a GGUF file in a pip package (``package``,
+  ``gguf_file``, ``install``), de-quantised once and cached (:mod:`grafting.models.gguf`; ``smollm2-135m``).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from grafting.errors import ConfigError
+from grafting.models.gguf import load_gguf_package
 from grafting.models.hub import hub_reachable, offline_error
 from grafting.models.pretrained_tiny import load_pretrained
 from grafting.models.tokenizer import builtin_tokenizer
 from grafting.plain import plain_dict
 
-SOURCES = ("hub", "local", "random", "tiny_pretrained")
+SOURCES = ("hub", "local", "random", "tiny_pretrained", "gguf_package")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -96,6 +99,8 @@ def load_model(spec: Any, key: str = "host", cache_dir: str | Path | None = None
         model = build_random(spec["arch"], int(spec.get("seed", 0)), _dtype(spec, key))
     elif source == "tiny_pretrained":  # shipped or cached: grafting.pretraining.ensure_pretrained trains it first
         model, tokenizer = load_pretrained(spec, cache_dir, key)
+    elif source == "gguf_package":  # converted on first use into the cache (about 20 s), then read back
+        model, tokenizer = load_gguf_package(spec, cache_dir, key, _dtype(spec, key))
     else:
         raise ConfigError(f"{key}.source", f"unknown source {source!r}; allowed: {', '.join(SOURCES)}.")
     if tokenizer.pad_token is None:
