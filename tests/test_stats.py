@@ -13,9 +13,9 @@ from grafting.metrics.stats import (
     format_interval,
     ratio_interval,
     score_interval,
-    share_interval,
     seed_item_interval,
     separated,
+    share_interval,
     t_quantile,
 )
 
