@@ -84,7 +84,8 @@ def _readme_table() -> dict[str, list[str]]:
     for row in table.splitlines()[2:]:
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
         names = re.findall(r"`([^`]+)`", cells[0])
-        options = [o for o in re.findall(r"`([^`=]+)`", cells[1]) if not o.startswith("*")]
+        # whole code spans only: a span with "=" is a setting inside the group, not an option
+        options = [o for o in re.findall(r"`([^`]+)`", cells[1]) if "=" not in o and not o.startswith("*")]
         for name in names:
             groups[name] = options
     return groups
