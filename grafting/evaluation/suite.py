@@ -22,6 +22,7 @@ from grafting.evaluation.language_eval import (
     language_settings,
     load_mlm,
 )
+from grafting.evaluation.parallel import map_forked, workers_for
 from grafting.evaluation.task_eval import evaluate_task
 from grafting.metrics import language as language_metrics
 from grafting.metrics import task as task_metrics
@@ -96,21 +97,34 @@ def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.n
     host.to(device)
     results: dict[str, dict[str, Any]] = {}
     host_fingerprint = model_fingerprint(host) if cache_dir and language else None  # once, not per model
+    todo: dict[str, Path | None] = {}
     for name, model in models.items():
         cached = (score_cache_path(settings, task, corpus, model, host_fingerprint, language, device, cache_dir)
                   if cache_dir else None)
         if cached is not None and cached.is_file():
             results[name] = json.loads(cached.read_text())
             log.info("%s: scores read from %s", name, cached)
-            continue
-        model.to(device).eval()
+        else:
+            todo[name] = cached
+
+    for name in todo:
+        models[name].to(device).eval()
+
+    def score(name: str) -> dict[str, Any]:
+        model = models[name]
         scores = evaluate_task(model, tokenizer, task, int(settings.task_points), int(settings.batch_size),
                                int(settings.max_new_tokens), return_outputs=True,
                                first_line_only=bool(settings.first_line_only), n_samples=int(settings.n_samples))
         if probe is not None:
             scores.update(evaluate_language(model, tokenizer, probe, lang, reference=host, mlm=mlm))
+        return scores
+
+    # models side by side, one single-thread process each, as many as the job has threads (evaluation/parallel.py)
+    names = list(todo)
+    for name, scores in zip(names, map_forked(score, names, workers_for(len(names), device)), strict=True):
         log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "samples"})
         results[name] = scores
-        if cached is not None:
-            write_json_atomic(cached, scores)
+        if todo[name] is not None:
+            write_json_atomic(todo[name], scores)
+    results = {name: results[name] for name in models}  # in the order given
     return results
