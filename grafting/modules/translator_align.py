@@ -16,6 +16,7 @@ final norm and unembedding.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import lightning as L
@@ -36,12 +37,42 @@ def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
+class PrefixCache:
+    """The residual entering the graft (host blocks before j on a batch: frozen), kept by Pre-T for Post-T.
+
+    The two phases see the same batches, so Post-T runs only the graft and the host's block j on the kept
+    residual instead of the host blocks before j again: the same blocks on the same input, bitwise the same
+    numbers. Bounded by ``max_bytes``; a batch that is not kept is computed as before.
+    """
+
+    def __init__(self, max_bytes: int = 512 * 2**20):
+        self.max_bytes, self.used = max_bytes, 0
+        self.entries: dict[bytes, torch.Tensor] = {}
+
+    @staticmethod
+    def key(ids: torch.Tensor, mask: torch.Tensor | None) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        for t in (ids, mask if mask is not None else torch.ones_like(ids)):
+            digest.update(repr((tuple(t.shape), t.dtype)).encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return digest.digest()
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        return self.entries.get(key)
+
+    def put(self, key: bytes, hidden: torch.Tensor) -> None:
+        size = hidden.numel() * hidden.element_size()
+        if key not in self.entries and self.used + size <= self.max_bytes:
+            self.entries[key] = hidden.detach()
+            self.used += size
+
+
 class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
     """Trains Pre-T (``phase='pre'``) or Post-T (``phase='post'``) of ``grafted``; nothing else moves."""
 
     def __init__(self, grafted: nn.Module, host: nn.Module, donor: nn.Module, layer: int, phase: str,
                  kind: str = "residual", distance: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0,
-                 temperature: float = 1.0, reading: str = "hidden"):
+                 temperature: float = 1.0, reading: str = "hidden", prefix_cache: PrefixCache | None = None):
         super().__init__()
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
@@ -61,6 +92,8 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
             model.requires_grad_(False)
             model.eval()  # frozen models: dropout off
         self.translator = self.graft.pre_translator if phase == "pre" else self.graft.post_translator
+        # shared by the two phases of one alignment (alignment.align_graft); nothing to share when j = 0
+        self.prefix_cache = prefix_cache if self.dest > 0 else None
         self.translator.requires_grad_(True)
         self.translator.train()
 
@@ -75,6 +108,8 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         with torch.no_grad():
             host_in = surgery.residual_before(self.grafted, ids, self.dest, mask)  # = host's: shared prefix
             target = surgery.residual_before(self.donor, ids, self.layer, mask)
+        if self.prefix_cache is not None:
+            self.prefix_cache.put(PrefixCache.key(ids, mask), host_in)
         return host_in, target
 
     def translator_io(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,6 +121,7 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
 
     def _residual_post(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         captured: dict[str, Any] = {}
+        kept = self.prefix_cache.get(PrefixCache.key(ids, mask)) if self.prefix_cache is not None else None
 
         def on_graft(_m: nn.Module, args: tuple, kwargs: dict) -> None:
             captured["args"], captured["kwargs"] = args[1:], dict(kwargs)
@@ -94,11 +130,17 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         def on_post(_m: nn.Module, args: tuple) -> None:
             captured["block_out"] = args[0]
 
-        handles = [self.graft.register_forward_pre_hook(on_graft, with_kwargs=True),
-                   self.graft.post_translator.register_forward_pre_hook(on_post)]
+        handles = [self.graft.post_translator.register_forward_pre_hook(on_post)]
         try:
             with torch.no_grad():
-                surgery.residual_before(self.grafted, ids, self.dest + 1, mask)
+                if kept is not None:  # the host prefix from Pre-T: only the graft runs, on the call block 0 got
+                    _, args, kwargs = surgery.block_inputs(self.grafted, ids, 0, mask)
+                    kwargs.pop("hidden_states", None)
+                    captured.update(hidden=kept, args=args, kwargs=kwargs)
+                    self.graft(kept, *args, **kwargs)
+                else:
+                    handles.append(self.graft.register_forward_pre_hook(on_graft, with_kwargs=True))
+                    surgery.residual_before(self.grafted, ids, self.dest + 1, mask)
                 # The host's residual entering block j+span is its blocks j..j+span-1 applied to the
                 # same input, called with the same masks and position embeddings the graft received.
                 target = captured["hidden"]
