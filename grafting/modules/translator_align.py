@@ -105,11 +105,14 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         return self.donor if self.phase == "pre" else self.host
 
     def _residual_pre(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = PrefixCache.key(ids, mask) if self.prefix_cache is not None else None
+        host_in = self.prefix_cache.get(key) if key is not None else None  # a validation batch seen before
         with torch.no_grad():
-            host_in = surgery.residual_before(self.grafted, ids, self.dest, mask)  # = host's: shared prefix
+            if host_in is None:
+                host_in = surgery.residual_before(self.grafted, ids, self.dest, mask)  # = host's: shared prefix
+                if key is not None:
+                    self.prefix_cache.put(key, host_in)
             target = surgery.residual_before(self.donor, ids, self.layer, mask)
-        if self.prefix_cache is not None:
-            self.prefix_cache.put(PrefixCache.key(ids, mask), host_in)
         return host_in, target
 
     def translator_io(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
