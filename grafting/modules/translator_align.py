@@ -28,6 +28,7 @@ from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
 from grafting.graft_block import graft_of, span_of
 from grafting.losses import KINDS, READINGS, get_distance, lens_kl
+from grafting.threads import run_all, single_op_threads
 from grafting.translators import CLOSED_FORMS
 
 PHASES = ("pre", "post")
@@ -108,11 +109,15 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         key = PrefixCache.key(ids, mask) if self.prefix_cache is not None else None
         host_in = self.prefix_cache.get(key) if key is not None else None  # a validation batch seen before
         with torch.no_grad():
+            # the two frozen forwards are independent: side by side on the job's threads
+            tasks = [lambda: surgery.residual_before(self.donor, ids, self.layer, mask)]
             if host_in is None:
-                host_in = surgery.residual_before(self.grafted, ids, self.dest, mask)  # = host's: shared prefix
-                if key is not None:
-                    self.prefix_cache.put(key, host_in)
-            target = surgery.residual_before(self.donor, ids, self.layer, mask)
+                tasks.append(lambda: surgery.residual_before(self.grafted, ids, self.dest, mask))  # = host's prefix
+            target, *computed = run_all(tasks)
+        if computed:
+            host_in = computed[0]
+            if key is not None:
+                self.prefix_cache.put(key, host_in)
         return host_in, target
 
     def translator_io(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +125,8 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         if self.kind != "residual":
             raise ConfigError("align.solver", "a least-squares translator needs loss=residual.")
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        return (self._residual_pre if self.phase == "pre" else self._residual_post)(ids, mask)
+        with single_op_threads():
+            return (self._residual_pre if self.phase == "pre" else self._residual_post)(ids, mask)
 
     def _residual_post(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         captured: dict[str, Any] = {}
@@ -140,20 +146,25 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
                     _, args, kwargs = surgery.block_inputs(self.grafted, ids, 0, mask)
                     kwargs.pop("hidden_states", None)
                     captured.update(hidden=kept, args=args, kwargs=kwargs)
-                    self.graft(kept, *args, **kwargs)
+                    # the graft and the host's own blocks read the same input: side by side
+                    _, target = run_all([lambda: self.graft(kept, *args, **kwargs),
+                                         lambda: self._host_blocks(kept, args, kwargs)])
                 else:
                     handles.append(self.graft.register_forward_pre_hook(on_graft, with_kwargs=True))
                     surgery.residual_before(self.grafted, ids, self.dest + 1, mask)
-                # The host's residual entering block j+span is its blocks j..j+span-1 applied to the
-                # same input, called with the same masks and position embeddings the graft received.
-                target = captured["hidden"]
-                for host_block in surgery.get_blocks(self.host)[self.dest:self.dest + span_of(self.graft)]:
-                    target = host_block(target, *captured["args"], **captured["kwargs"])
-                    target = target[0] if isinstance(target, tuple) else target
+                    target = self._host_blocks(captured["hidden"], captured["args"], captured["kwargs"])
         finally:
             for h in handles:
                 h.remove()
         return captured["block_out"], target
+
+    def _host_blocks(self, hidden: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+        """The host's residual entering block j+span: its blocks j..j+span-1 on the graft's input, called with
+        the same masks and position embeddings the graft receives."""
+        for host_block in surgery.get_blocks(self.host)[self.dest:self.dest + span_of(self.graft)]:
+            hidden = host_block(hidden, *args, **kwargs)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return hidden
 
     def _logits(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         reference = self.donor if self.phase == "pre" else self.host
@@ -163,6 +174,12 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         return pred, target
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The phase's loss on ``batch``; its independent parts run side by side, each op on one thread
+        (grafting/threads.py), so the numbers do not depend on the job's thread count."""
+        with single_op_threads():
+            return self._loss(batch)
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if self.kind == "logits":
             pred, target = self._logits(ids, mask)
@@ -212,6 +229,10 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.log(f"align/{self.phase}/val_loss", self.loss(batch), sync_dist=True)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        with single_op_threads():  # as the forward: one thread per op, whatever the job's thread count
+            super().backward(loss, *args, **kwargs)
 
     def on_train_start(self) -> None:
         # Lightning puts the whole module in train mode; the frozen models must stay in eval mode.

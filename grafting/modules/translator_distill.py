@@ -27,6 +27,7 @@ from grafting import surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.graft_block import graft_of
 from grafting.losses import kl, lens_kl
+from grafting.threads import run_all, single_op_threads
 
 IGNORE = -100
 
@@ -113,10 +114,19 @@ class TranslatorDistillModule(TrainableOnlyCheckpoint, L.LightningModule):
         return lens_kl(student, target, self.grafted.get_output_embeddings(), text["attention_mask"])
 
     def losses(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """``{"task": KL to the teacher on answer tokens, "text": KL to the host on text}`` of one step."""
+        """``{"task": KL to the teacher on answer tokens, "text": KL to the host on text}`` of one step.
+
+        The two are independent: side by side on the job's threads, each op on one thread (grafting/threads.py).
+        """
         if not self.fast:
             return self.plain_losses(batch)
-        return {"task": self._task_kl(batch["task"]), "text": self._text_kl(batch["text"])}
+        with single_op_threads():
+            task, text = run_all([lambda: self._task_kl(batch["task"]), lambda: self._text_kl(batch["text"])])
+        return {"task": task, "text": text}
+
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        with single_op_threads():  # as the forward: one thread per op, whatever the job's thread count
+            super().backward(loss, *args, **kwargs)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         parts = self.losses(batch)
