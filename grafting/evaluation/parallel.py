@@ -4,8 +4,9 @@ whose ops each split over every core.
 A tiny model's generation is a long run of short ops (a decode step of a 128-wide model is microseconds of
 work per op), which threads cannot split well; separate models can run side by side. The workers are forked
 (they inherit the models, the tokenizer and the probe: nothing is pickled but the scores) and run on one
-thread each; a job with a budget of one thread (``OMP_NUM_THREADS=1``, as the sweep runner gives each job)
-scores in its own process.
+thread each; a job with a budget of one thread (``OMP_NUM_THREADS=1``, as the sweep runner gives each job),
+or one model to score, scores in its own process, also one thread per op: a score does not depend on the
+job's thread count.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+
+from grafting.threads import single_op_threads
 
 _task: Callable[[Any], Any] | None = None  # what the forked workers run (inherited, never pickled)
 _items: Sequence[Any] = ()
@@ -42,7 +45,8 @@ def map_forked(task: Callable[[Any], Any], items: Sequence[Any], workers: int) -
     """``[task(x) for x in items]``, in ``workers`` forked single-thread processes when ``workers > 1``."""
     global _task, _items
     if workers <= 1 or len(items) <= 1:
-        return [task(x) for x in items]
+        with single_op_threads():  # one thread per op here too: the scores do not depend on the path
+            return [task(x) for x in items]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the Rust tokenizer's pool does not survive fork
     _task, _items = task, items
     try:
