@@ -88,7 +88,8 @@ class _LensKL(torch.autograd.Function):
         per_position = hidden.new_empty(n_positions)
         grad = torch.empty_like(hidden) if need_grad else None
         starts = list(range(0, n_positions, chunk))
-        groups = max(1, min(threads.budget(), len(starts)))  # chunks are independent: one group per thread
+        # chunks are independent: one group per thread of the budget (on a GPU one stream does them all)
+        groups = max(1, min(threads.budget() if hidden.device.type == "cpu" else 1, len(starts)))
         threads.run_all([functools.partial(_lens_chunks, starts[g::groups], chunk, hidden, target, weight, bias,
                                            temperature, per_position, grad) for g in range(groups)])
         ctx.save_for_backward(grad)

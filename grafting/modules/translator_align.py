@@ -17,6 +17,7 @@ final norm and unembedding.
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any
 
 import lightning as L
@@ -113,7 +114,7 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
             tasks = [lambda: surgery.residual_before(self.donor, ids, self.layer, mask)]
             if host_in is None:
                 tasks.append(lambda: surgery.residual_before(self.grafted, ids, self.dest, mask))  # = host's prefix
-            target, *computed = run_all(tasks)
+            target, *computed = run_all(tasks, None if ids.device.type == "cpu" else 1)
         if computed:
             host_in = computed[0]
             if key is not None:
@@ -132,12 +133,16 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         captured: dict[str, Any] = {}
         kept = self.prefix_cache.get(PrefixCache.key(ids, mask)) if self.prefix_cache is not None else None
 
+        me = threading.get_ident()  # hooks fire in whichever thread runs the module: keep this call's only
+
         def on_graft(_m: nn.Module, args: tuple, kwargs: dict) -> None:
-            captured["args"], captured["kwargs"] = args[1:], dict(kwargs)
-            captured["hidden"] = _hidden_arg(args, kwargs)
+            if threading.get_ident() == me:
+                captured["args"], captured["kwargs"] = args[1:], dict(kwargs)
+                captured["hidden"] = _hidden_arg(args, kwargs)
 
         def on_post(_m: nn.Module, args: tuple) -> None:
-            captured["block_out"] = args[0]
+            if threading.get_ident() == me:
+                captured["block_out"] = args[0]
 
         handles = [self.graft.post_translator.register_forward_pre_hook(on_post)]
         try:
@@ -146,9 +151,11 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
                     _, args, kwargs = surgery.block_inputs(self.grafted, ids, 0, mask)
                     kwargs.pop("hidden_states", None)
                     captured.update(hidden=kept, args=args, kwargs=kwargs)
-                    # the graft and the host's own blocks read the same input: side by side
+                    # the graft and the host's own blocks read the same input: side by side (the graft first:
+                    # run_all runs it in this thread, where on_post keeps its block output)
                     _, target = run_all([lambda: self.graft(kept, *args, **kwargs),
-                                         lambda: self._host_blocks(kept, args, kwargs)])
+                                         lambda: self._host_blocks(kept, args, kwargs)],
+                                        None if ids.device.type == "cpu" else 1)
                 else:
                     handles.append(self.graft.register_forward_pre_hook(on_graft, with_kwargs=True))
                     surgery.residual_before(self.grafted, ids, self.dest + 1, mask)

@@ -19,6 +19,8 @@ the host's forward on the text shares the grafted model's frozen prefix (host bl
 
 from __future__ import annotations
 
+import threading
+
 import lightning as L
 import torch
 from torch import nn
@@ -94,8 +96,11 @@ class TranslatorDistillModule(TrainableOnlyCheckpoint, L.LightningModule):
         # One forward of the grafted model; the host's stream continues from the graft's input (the shared
         # frozen prefix) through host blocks j.. and the final norm, called as the graft was called.
         captured: dict = {}
+        me = threading.get_ident()  # the task loss may run the same graft at once on another thread
 
         def on_graft(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            if threading.get_ident() != me:
+                return
             captured["hidden"] = args[0] if args else kwargs["hidden_states"]
             captured["args"], captured["kwargs"] = args[1:], dict(kwargs)
             captured["kwargs"].pop("hidden_states", None)
@@ -121,7 +126,9 @@ class TranslatorDistillModule(TrainableOnlyCheckpoint, L.LightningModule):
         if not self.fast:
             return self.plain_losses(batch)
         with single_op_threads():
-            task, text = run_all([lambda: self._task_kl(batch["task"]), lambda: self._text_kl(batch["text"])])
+            cpu = batch["text"]["input_ids"].device.type == "cpu"  # on a GPU one stream does both
+            task, text = run_all([lambda: self._task_kl(batch["task"]), lambda: self._text_kl(batch["text"])],
+                                 None if cpu else 1)
         return {"task": task, "text": text}
 
     def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
