@@ -26,7 +26,7 @@ from grafting.artifacts import (
 from grafting.errors import ArtifactError
 from grafting.grafted import graft_of
 from grafting.losses import mse
-from grafting.modules.translator_align import PHASES, TranslatorAlignModule
+from grafting.modules.translator_align import PHASES, PrefixCache, TranslatorAlignModule
 from grafting.training import Fit, plain_fit
 from grafting.translators import least_squares_map
 
@@ -125,12 +125,14 @@ def align_graft(grafted: torch.nn.Module, host: torch.nn.Module, donor: torch.nn
     layer = graft_of(grafted)[1].layer if layer is None else layer
     held_out = [b for _, b in zip(range(int(config.limit_val_batches)), data.val_dataloader(), strict=False)]
     history: dict[str, Any] = {}
+    prefix = PrefixCache()  # the host prefix of each batch: computed by Pre-T, read back by Post-T
     for phase in PHASES:
         if reseed is not None:
             reseed()
         module = TranslatorAlignModule(grafted, host, donor, layer, phase, config.loss, config.distance,
                                        lr=config.lr, weight_decay=config.weight_decay,
-                                       temperature=config.temperature, reading=config.reading)
+                                       temperature=config.temperature, reading=config.reading,
+                                       prefix_cache=prefix)
         fit_batches = [b for _, b in zip(range(int(config.lstsq_batches)), data.train_dataloader(),
                                          strict=False)] if config.loss == "residual" else []
         saved = save_dir / phase if save_dir is not None else None

@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from grafting import threads
+
 
 def _masked_mean(per_position: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
@@ -85,7 +87,27 @@ class _LensKL(torch.autograd.Function):
         n_positions = hidden.shape[0]
         per_position = hidden.new_empty(n_positions)
         grad = torch.empty_like(hidden) if need_grad else None
-        for start in range(0, n_positions, chunk):
+        starts = list(range(0, n_positions, chunk))
+        # chunks are independent: one group per thread of the budget (on a GPU one stream does them all)
+        groups = max(1, min(threads.budget() if hidden.device.type == "cpu" else 1, len(starts)))
+        threads.run_all([functools.partial(_lens_chunks, starts[g::groups], chunk, hidden, target, weight, bias,
+                                           temperature, per_position, grad) for g in range(groups)])
+        ctx.save_for_backward(grad)
+        return per_position
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out.unsqueeze(-1), None, None, None, None, None
+
+
+def _lens_chunks(starts: list[int], chunk: int, hidden: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None, temperature: float, per_position: torch.Tensor,
+                 grad: torch.Tensor | None) -> None:
+    """The chunks of :class:`_LensKL` that begin at ``starts``: KL into ``per_position``, dKL/dh into ``grad``."""
+    n_positions = hidden.shape[0]
+    with torch.no_grad():
+        for start in starts:
             stop = min(start + chunk, n_positions)
             n = stop - start
             logits = F.linear(torch.cat([target[start:stop], hidden[start:stop]]), weight, bias)  # p rows, then q
@@ -98,18 +120,11 @@ class _LensKL(torch.autograd.Function):
             probs.div_(sums)
             log_sums = sums.squeeze(-1).log_()
             per_position[start:stop] = torch.linalg.vecdot(probs[:n], diff) + log_sums[n:] - log_sums[:n]
-            if need_grad:
+            if grad is not None:
                 d_logits = probs[n:].sub_(probs[:n])
                 if temperature != 1.0:
                     d_logits.div_(temperature)
                 grad[start:stop] = d_logits @ weight
-        ctx.save_for_backward(grad)
-        return per_position
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_out.unsqueeze(-1), None, None, None, None, None
 
 
 def lens_kl(hidden: torch.Tensor, target: torch.Tensor, unembed: torch.nn.Module, mask: torch.Tensor | None = None,

@@ -163,6 +163,34 @@ def residual_before(
     raise RuntimeError(f"block {k} was never reached during the forward pass")
 
 
+def block_inputs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    k: int,
+    attention_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, tuple, dict]:
+    """``(hidden, args, kwargs)`` block ``k`` is called with: the residual entering it and the rest of the
+    call (masks, position embeddings), which the model builds once and passes to every block alike.
+
+    A block called by hand as ``block(hidden, *args, **kwargs)`` computes what it computes in the model.
+    """
+    check_block_index(model, k, "k")
+    captured: dict = {}
+
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        captured["args"], captured["kwargs"] = args[1:], dict(kwargs)
+        raise _StopForward(args[0] if args else captured["kwargs"].pop("hidden_states"))
+
+    handle = get_blocks(model)[k].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _StopForward as stop:
+        return stop.hidden, captured["args"], captured["kwargs"]
+    finally:
+        handle.remove()
+    raise RuntimeError(f"block {k} was never reached during the forward pass")
+
+
 def residuals_before(
     model: nn.Module,
     input_ids: torch.Tensor,

@@ -114,3 +114,32 @@ def test_chunked_logit_lens_kl_is_the_plain_one(phase, temperature):
     torch.testing.assert_close(fast, plain)
     for a, b in zip(grads_fast, grads_plain, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "llama", "gpt2"])
+@pytest.mark.parametrize("span", [1, 2])
+def test_post_t_on_the_kept_host_prefix_is_bitwise_the_same(family, span):
+    """Post-T reading the host prefix Pre-T kept (PrefixCache) gives exactly the inputs and targets it computes
+    from scratch, and the cache is used (the host blocks before j do not run again)."""
+    from grafting.modules.translator_align import PrefixCache
+
+    host = tiny_model(family, seed=0, num_hidden_layers=4)
+    donor = tiny_model(family, seed=1, num_hidden_layers=4)
+    grafted = build_grafted(host, donor, layer=1, dest=1, span=span)
+    batch = next(_batches(1))
+    batch["attention_mask"][1, 12:] = 0
+    cache = PrefixCache()
+    pre = TranslatorAlignModule(grafted, host, donor, 1, "pre", "residual", "mse", prefix_cache=cache)
+    pre.translator_io(batch)
+    assert len(cache.entries) == 1
+    plain = TranslatorAlignModule(grafted, host, donor, 1, "post", "residual", "mse").translator_io(batch)
+    post = TranslatorAlignModule(grafted, host, donor, 1, "post", "residual", "mse", prefix_cache=cache)
+    calls = []
+    handle = surgery.get_blocks(grafted)[0].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        kept = post.translator_io(batch)
+    finally:
+        handle.remove()
+    assert calls == []  # host block 0 (before the graft) did not run
+    for a, b in zip(kept, plain, strict=True):
+        assert torch.equal(a, b)

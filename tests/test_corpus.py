@@ -52,3 +52,21 @@ def test_no_prefetch_once_torch_is_loaded(fresh_corpus):
     corpus.prefetch_builtin_documents()
     assert corpus._prefetch is None
     assert corpus.builtin_documents() == tuple(docs) and calls == [1]
+
+
+def test_task_dataset_ids_are_one_call_per_text(tokenizer):
+    """The batched tokenisation of TaskSFTDataset gives the ids of one tokenizer call per prompt and answer."""
+    from grafting.data.datasets import IGNORE, TaskSFTDataset
+    from grafting.data.modular import ModularAddition
+
+    examples = ModularAddition().split("train")[:50]
+    expected = []
+    for ex in examples:
+        prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
+        answer = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        expected.append((prompt + answer, [IGNORE] * len(prompt) + answer))
+    # the backend's own batch call, then the wrapper's (a padded call leaves padding set on the backend)
+    for before in (lambda: tokenizer("x"), lambda: tokenizer(["a b", "a"], padding=True)):
+        before()
+        items = TaskSFTDataset(examples, tokenizer, 128).items
+        assert [(it["input_ids"].tolist(), it["labels"].tolist()) for it in items] == expected

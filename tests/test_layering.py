@@ -27,7 +27,7 @@ LAYERS: dict[str, int] = {
     "grafting": 0, "grafting.errors": 0, "grafting.paths": 0, "grafting.progress": 0, "grafting.provenance": 0,
     "grafting.plain": 0, "grafting.hf_config": 0, "grafting.hf_register": 0,
     "grafting.surgery": 1, "grafting.graft_block": 1, "grafting.translators": 1, "grafting.losses": 1, "grafting.metrics": 1,
-    "grafting.artifacts": 1, "grafting.cache": 1, "grafting.generation": 1,
+    "grafting.artifacts": 1, "grafting.cache": 1, "grafting.generation": 1, "grafting.threads": 1,
     "grafting.models": 2, "grafting.data": 2,
     "grafting.modules": 3, "grafting.pretraining": 3, "grafting.callbacks": 3, "grafting.training": 3,
     "grafting.grafted": 4, "grafting.hf_grafted": 4, "grafting.tuned_block": 4,

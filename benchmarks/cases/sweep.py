@@ -23,10 +23,10 @@ from pathlib import Path
 from benchmarks.common import ROOT, Settings
 from benchmarks.result import Measurement
 
-SHORT = ["experiment=paper_protocol_tiny", "hydra.sweeper.params.seed=0,1", "finetune.steps=60", "align.steps=40",
+SHORT = ["experiment=paper_protocol_tiny", "seed=0,1", "finetune.steps=60", "align.steps=40",
          "align.val_check_interval=20", "evaluation.task_points=200", "evaluation.language.n_texts=16",
          "evaluation.language.kl_texts=16", "logger=none"]
-SMOKE = ["debug=smoke", "hydra.sweeper.params.seed=0,1", "logger=none"]
+SMOKE = ["debug=smoke", "seed=0,1", "logger=none"]
 
 
 def _children_cpu() -> float:

@@ -15,15 +15,31 @@ log = logging.getLogger(__name__)
 IGNORE = -100
 
 
+def token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """The ids of each text without special tokens: ``tokenizer(text, add_special_tokens=False)["input_ids"]``.
+
+    One batched call to a fast tokenizer's Rust backend when there is one (the same ids, without the
+    per-text Python of the wrapper: ten thousand task prompts in a tenth of the time).
+    """
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    # the wrapper leaves padding or truncation set on the backend after a call that asked for them
+    if backend is not None and backend.padding is None and backend.truncation is None:
+        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
 class TaskSFTDataset(Dataset):
     """Prompt + completion + EOS; ``labels`` cover the completion only (loss on the answer tokens)."""
 
     def __init__(self, examples: Sequence[ModExample], tokenizer, max_length: int = 128):
         self.items: list[dict[str, torch.Tensor]] = []
         skipped = 0
-        for ex in examples:
-            prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
-            answer = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        prompts = token_ids(tokenizer, [ex.prompt for ex in examples])
+        answers = token_ids(tokenizer, [ex.completion for ex in examples])
+        for prompt, answer in zip(prompts, answers, strict=True):
+            answer = answer + [tokenizer.eos_token_id]
             ids = prompt + answer
             if not prompt or len(ids) > max_length:
                 skipped += 1  # malformed or overlong rows are counted, not crashed on

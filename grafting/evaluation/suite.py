@@ -23,6 +23,7 @@ from grafting.evaluation.language_eval import (
     language_settings,
     load_mlm,
 )
+from grafting.evaluation.parallel import map_forked, workers_for
 from grafting.evaluation.task_eval import evaluate_task
 from grafting.metrics import language as language_metrics
 from grafting.metrics import task as task_metrics
@@ -106,6 +107,7 @@ def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.n
     host.to(device)
     results: dict[str, dict[str, Any]] = {}
     host_fingerprint = model_fingerprint(host) if cache_dir and language else None  # once, not per model
+    todo: dict[str, tuple[Path | None, Any]] = {}
     for name, model in models.items():
         cached, recipe = (_score_entry(settings, task, corpus, model, host_fingerprint, language, device, cache_dir)
                           if cache_dir else (None, None))
@@ -113,8 +115,14 @@ def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.n
         if cached is not None and cache.lookup(cached, legacy=cached.with_name(f"{cached.name}.json")) is not None:
             results[name] = json.loads((cached / SCORES).read_text())
             log.info("%s: scores read from %s", name, cached)
-            continue
-        model.to(device).eval()
+        else:
+            todo[name] = (cached, recipe)
+
+    for name in todo:
+        models[name].to(device).eval()
+
+    def score(name: str) -> dict[str, Any]:
+        model = models[name]
         scores = evaluate_task(model, tokenizer, task, int(settings.task_points), int(settings.batch_size),
                                int(settings.max_new_tokens), return_outputs=True,
                                first_line_only=bool(settings.first_line_only), n_samples=int(settings.n_samples))
@@ -125,8 +133,15 @@ def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.n
             scores.update({f"val_{k}": val[k] for k in ("f_H", "f_S", "fact", "n")})
         if probe is not None:
             scores.update(evaluate_language(model, tokenizer, probe, lang, reference=host, mlm=mlm))
+        return scores
+
+    # models side by side, one single-thread process each, as many as the job has threads (evaluation/parallel.py)
+    names = list(todo)
+    for name, scores in zip(names, map_forked(score, names, workers_for(len(names), device)), strict=True):
         log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "samples"})
         results[name] = scores
+        cached, recipe = todo[name]
         if cached is not None:
             cache.store(cached, lambda folder, s=scores: write_json_atomic(folder / SCORES, s), recipe=recipe)
+    results = {name: results[name] for name in models}  # in the order given
     return results

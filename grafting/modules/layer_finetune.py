@@ -17,6 +17,7 @@ from grafting import surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
 from grafting.losses import labelled_lm_loss
+from grafting.threads import single_op_threads
 
 METHODS = ("lora", "full")
 
@@ -45,9 +46,16 @@ class LayerFinetuneModule(TrainableOnlyCheckpoint, L.LightningModule):
         self.model.train()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # the unembedding only where there is a label (the answer tokens): same loss, a fraction of the cost
+        # the unembedding only where there is a label (the answer tokens): same loss, a fraction of the cost;
+        # one thread per op (grafting/threads.py): a tiny block's ops are too short to split, and on a shared
+        # machine threads that meet at every op wait for each other
         model = self.model.get_base_model() if self.method == "lora" else self.model
-        return labelled_lm_loss(model, batch)
+        with single_op_threads():
+            return labelled_lm_loss(model, batch)
+
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        with single_op_threads():
+            super().backward(loss, *args, **kwargs)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch)

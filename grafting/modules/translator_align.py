@@ -16,6 +16,8 @@ final norm and unembedding.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from typing import Any
 
 import lightning as L
@@ -27,6 +29,7 @@ from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
 from grafting.graft_block import graft_of, span_of
 from grafting.losses import KINDS, READINGS, get_distance, lens_kl
+from grafting.threads import run_all, single_op_threads
 from grafting.translators import CLOSED_FORMS
 
 PHASES = ("pre", "post")
@@ -36,12 +39,42 @@ def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
+class PrefixCache:
+    """The residual entering the graft (host blocks before j on a batch: frozen), kept by Pre-T for Post-T.
+
+    The two phases see the same batches, so Post-T runs only the graft and the host's block j on the kept
+    residual instead of the host blocks before j again: the same blocks on the same input, bitwise the same
+    numbers. Bounded by ``max_bytes``; a batch that is not kept is computed as before.
+    """
+
+    def __init__(self, max_bytes: int = 512 * 2**20):
+        self.max_bytes, self.used = max_bytes, 0
+        self.entries: dict[bytes, torch.Tensor] = {}
+
+    @staticmethod
+    def key(ids: torch.Tensor, mask: torch.Tensor | None) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        for t in (ids, mask if mask is not None else torch.ones_like(ids)):
+            digest.update(repr((tuple(t.shape), t.dtype)).encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return digest.digest()
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        return self.entries.get(key)
+
+    def put(self, key: bytes, hidden: torch.Tensor) -> None:
+        size = hidden.numel() * hidden.element_size()
+        if key not in self.entries and self.used + size <= self.max_bytes:
+            self.entries[key] = hidden.detach()
+            self.used += size
+
+
 class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
     """Trains Pre-T (``phase='pre'``) or Post-T (``phase='post'``) of ``grafted``; nothing else moves."""
 
     def __init__(self, grafted: nn.Module, host: nn.Module, donor: nn.Module, layer: int, phase: str,
                  kind: str = "residual", distance: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0,
-                 temperature: float = 1.0, reading: str = "hidden"):
+                 temperature: float = 1.0, reading: str = "hidden", prefix_cache: PrefixCache | None = None):
         super().__init__()
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
@@ -61,6 +94,8 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
             model.requires_grad_(False)
             model.eval()  # frozen models: dropout off
         self.translator = self.graft.pre_translator if phase == "pre" else self.graft.post_translator
+        # shared by the two phases of one alignment (alignment.align_graft); nothing to share when j = 0
+        self.prefix_cache = prefix_cache if self.dest > 0 else None
         self.translator.requires_grad_(True)
         self.translator.train()
 
@@ -72,9 +107,18 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         return self.donor if self.phase == "pre" else self.host
 
     def _residual_pre(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = PrefixCache.key(ids, mask) if self.prefix_cache is not None else None
+        host_in = self.prefix_cache.get(key) if key is not None else None  # a validation batch seen before
         with torch.no_grad():
-            host_in = surgery.residual_before(self.grafted, ids, self.dest, mask)  # = host's: shared prefix
-            target = surgery.residual_before(self.donor, ids, self.layer, mask)
+            # the two frozen forwards are independent: side by side on the job's threads
+            tasks = [lambda: surgery.residual_before(self.donor, ids, self.layer, mask)]
+            if host_in is None:
+                tasks.append(lambda: surgery.residual_before(self.grafted, ids, self.dest, mask))  # = host's prefix
+            target, *computed = run_all(tasks, None if ids.device.type == "cpu" else 1)
+        if computed:
+            host_in = computed[0]
+            if key is not None:
+                self.prefix_cache.put(key, host_in)
         return host_in, target
 
     def translator_io(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,33 +126,52 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         if self.kind != "residual":
             raise ConfigError("align.solver", "a least-squares translator needs loss=residual.")
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        return (self._residual_pre if self.phase == "pre" else self._residual_post)(ids, mask)
+        with single_op_threads():
+            return (self._residual_pre if self.phase == "pre" else self._residual_post)(ids, mask)
 
     def _residual_post(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         captured: dict[str, Any] = {}
+        kept = self.prefix_cache.get(PrefixCache.key(ids, mask)) if self.prefix_cache is not None else None
+
+        me = threading.get_ident()  # hooks fire in whichever thread runs the module: keep this call's only
 
         def on_graft(_m: nn.Module, args: tuple, kwargs: dict) -> None:
-            captured["args"], captured["kwargs"] = args[1:], dict(kwargs)
-            captured["hidden"] = _hidden_arg(args, kwargs)
+            if threading.get_ident() == me:
+                captured["args"], captured["kwargs"] = args[1:], dict(kwargs)
+                captured["hidden"] = _hidden_arg(args, kwargs)
 
         def on_post(_m: nn.Module, args: tuple) -> None:
-            captured["block_out"] = args[0]
+            if threading.get_ident() == me:
+                captured["block_out"] = args[0]
 
-        handles = [self.graft.register_forward_pre_hook(on_graft, with_kwargs=True),
-                   self.graft.post_translator.register_forward_pre_hook(on_post)]
+        handles = [self.graft.post_translator.register_forward_pre_hook(on_post)]
         try:
             with torch.no_grad():
-                surgery.residual_before(self.grafted, ids, self.dest + 1, mask)
-                # The host's residual entering block j+span is its blocks j..j+span-1 applied to the
-                # same input, called with the same masks and position embeddings the graft received.
-                target = captured["hidden"]
-                for host_block in surgery.get_blocks(self.host)[self.dest:self.dest + span_of(self.graft)]:
-                    target = host_block(target, *captured["args"], **captured["kwargs"])
-                    target = target[0] if isinstance(target, tuple) else target
+                if kept is not None:  # the host prefix from Pre-T: only the graft runs, on the call block 0 got
+                    _, args, kwargs = surgery.block_inputs(self.grafted, ids, 0, mask)
+                    kwargs.pop("hidden_states", None)
+                    captured.update(hidden=kept, args=args, kwargs=kwargs)
+                    # the graft and the host's own blocks read the same input: side by side (the graft first:
+                    # run_all runs it in this thread, where on_post keeps its block output)
+                    _, target = run_all([lambda: self.graft(kept, *args, **kwargs),
+                                         lambda: self._host_blocks(kept, args, kwargs)],
+                                        None if ids.device.type == "cpu" else 1)
+                else:
+                    handles.append(self.graft.register_forward_pre_hook(on_graft, with_kwargs=True))
+                    surgery.residual_before(self.grafted, ids, self.dest + 1, mask)
+                    target = self._host_blocks(captured["hidden"], captured["args"], captured["kwargs"])
         finally:
             for h in handles:
                 h.remove()
         return captured["block_out"], target
+
+    def _host_blocks(self, hidden: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+        """The host's residual entering block j+span: its blocks j..j+span-1 on the graft's input, called with
+        the same masks and position embeddings the graft receives."""
+        for host_block in surgery.get_blocks(self.host)[self.dest:self.dest + span_of(self.graft)]:
+            hidden = host_block(hidden, *args, **kwargs)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return hidden
 
     def _logits(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         reference = self.donor if self.phase == "pre" else self.host
@@ -118,6 +181,12 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         return pred, target
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The phase's loss on ``batch``; its independent parts run side by side, each op on one thread
+        (grafting/threads.py), so the numbers do not depend on the job's thread count."""
+        with single_op_threads():
+            return self._loss(batch)
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if self.kind == "logits":
             pred, target = self._logits(ids, mask)
@@ -167,6 +236,10 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.log(f"align/{self.phase}/val_loss", self.loss(batch), sync_dist=True)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        with single_op_threads():  # as the forward: one thread per op, whatever the job's thread count
+            super().backward(loss, *args, **kwargs)
 
     def on_train_start(self) -> None:
         # Lightning puts the whole module in train mode; the frozen models must stay in eval mode.

@@ -19,6 +19,8 @@ the host's forward on the text shares the grafted model's frozen prefix (host bl
 
 from __future__ import annotations
 
+import threading
+
 import lightning as L
 import torch
 from torch import nn
@@ -27,6 +29,7 @@ from grafting import surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.graft_block import graft_of
 from grafting.losses import kl, lens_kl
+from grafting.threads import run_all, single_op_threads
 
 IGNORE = -100
 
@@ -93,8 +96,11 @@ class TranslatorDistillModule(TrainableOnlyCheckpoint, L.LightningModule):
         # One forward of the grafted model; the host's stream continues from the graft's input (the shared
         # frozen prefix) through host blocks j.. and the final norm, called as the graft was called.
         captured: dict = {}
+        me = threading.get_ident()  # the task loss may run the same graft at once on another thread
 
         def on_graft(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            if threading.get_ident() != me:
+                return
             captured["hidden"] = args[0] if args else kwargs["hidden_states"]
             captured["args"], captured["kwargs"] = args[1:], dict(kwargs)
             captured["kwargs"].pop("hidden_states", None)
@@ -113,10 +119,21 @@ class TranslatorDistillModule(TrainableOnlyCheckpoint, L.LightningModule):
         return lens_kl(student, target, self.grafted.get_output_embeddings(), text["attention_mask"])
 
     def losses(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """``{"task": KL to the teacher on answer tokens, "text": KL to the host on text}`` of one step."""
+        """``{"task": KL to the teacher on answer tokens, "text": KL to the host on text}`` of one step.
+
+        The two are independent: side by side on the job's threads, each op on one thread (grafting/threads.py).
+        """
         if not self.fast:
             return self.plain_losses(batch)
-        return {"task": self._task_kl(batch["task"]), "text": self._text_kl(batch["text"])}
+        with single_op_threads():
+            cpu = batch["text"]["input_ids"].device.type == "cpu"  # on a GPU one stream does both
+            task, text = run_all([lambda: self._task_kl(batch["task"]), lambda: self._text_kl(batch["text"])],
+                                 None if cpu else 1)
+        return {"task": task, "text": text}
+
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        with single_op_threads():  # as the forward: one thread per op, whatever the job's thread count
+            super().backward(loss, *args, **kwargs)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         parts = self.losses(batch)
