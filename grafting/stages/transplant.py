@@ -48,6 +48,7 @@ from grafting.transplant import (
 from grafting.transplant.figure import plot_sweep
 from grafting.transplant.paired import paired_l1
 from grafting.transplant.report import TASK_KEYS, record, scorer_verdicts, summary_rows, sweep_markdown
+from grafting.transplant.shared import KLReference
 
 log = logging.getLogger(__name__)
 FIGURE = "transplant_k.png"
@@ -177,11 +178,13 @@ class Sweep:
     identical conditions report identical numbers.
     """
 
-    def __init__(self, tp: DictConfig, task: ModularAddition | KeyFacts, target, source, reference, tokenizer,
+    def __init__(self, tp: DictConfig, task: ModularAddition | KeyFacts, target, source, tokenizer,
                  chunks: torch.Tensor):
         self.tp, self.task = tp, task
-        self.target, self.source, self.reference = target, source, reference
+        self.target, self.source = target, source
         self.tokenizer, self.chunks = tokenizer, chunks
+        # the untouched target's side of every KL, computed once (the target is modified in place below)
+        self.reference = KLReference.capture(target, chunks, int(tp.kl_batch_size))
         self._cache: dict[tuple[frozenset[str], float], tuple[dict[str, float], float]] = {}
 
     def task_scores(self, model) -> dict[str, float]:
@@ -195,7 +198,7 @@ class Sweep:
         if key not in self._cache:
             with transplanted(self.target, self.source, names, alpha):
                 scores = self.task_scores(self.target)
-                kl = mean_kl(self.reference, self.target, self.chunks, int(self.tp.kl_batch_size))
+                kl = self.reference.kl(self.target)[0]
             self._cache[key] = (scores, kl)
         return self._cache[key]
 
@@ -278,7 +281,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         device = eval_device(cfg)
         target.to(device).eval()
         source.to(device).eval()
-        reference = copy.deepcopy(target)  # untouched copy: the target itself is modified during transplants
         timings["models_s"] = time.perf_counter() - start  # includes training on a cache miss
 
         start = time.perf_counter()
@@ -286,7 +288,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         timings["analysis_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        sweep = Sweep(tp, task, target, source, reference, tokenizer, kl_chunks(cfg, tokenizer))
+        sweep = Sweep(tp, task, target, source, tokenizer, kl_chunks(cfg, tokenizer))
         target_scores, source_scores = sweep.task_scores(target), sweep.task_scores(source)
         print(f"target {target_scores}\nsource {source_scores}", flush=True)
         records = run_sweep(sweep, analysis["ranked"], target_scores, source_scores)
