@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grafting.transplant._inputs import eval_mode, forward_kwargs
+from grafting.transplant._inputs import accepts, eval_mode, forward_kwargs
 
 __all__ = ["KLReference"]
 
@@ -83,5 +83,7 @@ def _sub_batches(chunks: torch.Tensor, batch_size: int, sub_batch: int) -> Itera
 
 
 def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    return model(**forward_kwargs(model, batch)).logits
+    kw = forward_kwargs(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    if accepts(model, "use_cache"):
+        kw["use_cache"] = False  # one forward: a KV cache would only be built and dropped
+    return model(**kw).logits
