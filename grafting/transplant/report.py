@@ -109,6 +109,8 @@ def summary_rows(records: Sequence[dict], metric: str, n_items: int | None = Non
             row[m] = summarize([r["scores"][m] for r in recs], n_items=n_items, proportion=True)
         row["kl"] = summarize([r["kl"] for r in recs], n_items=kl_items if kl_items else None,
                               item_vars=[r.get("kl_item_var") for r in recs] if kl_items else None)
+        if row["kl"]["low"] is not None:  # a KL is never negative: the t-interval's lower end is cut at 0
+            row["kl"]["low"] = max(row["kl"]["low"], 0.0)
         rows.append(row)
     return rows
 
