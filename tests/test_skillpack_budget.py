@@ -87,3 +87,60 @@ def test_validation_lists_the_budget_families() -> None:
     from grafting import validation
 
     assert validation.BUDGET_METHODS == tuple(FAMILIES)
+
+
+def _same_packs(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].tensors.keys() == b[k].tensors.keys() and all(torch.equal(a[k].tensors[t], b[k].tensors[t])
+                                                           for t in a[k].tensors) and a[k].meta == b[k].meta
+        for k in a)
+
+
+@pytest.mark.parametrize("method", ["svd", "svd_quant", "graftllm", "graftllm_gptq", "dare"])
+def test_shared_svd_and_level_memo_give_the_packs_of_fresh_searches(method) -> None:
+    """One SVD per matrix and one pack per level for all budgets: bit-identical to a fresh search each."""
+    from grafting.skillpack.svd import _SHARED, shared_svd, truncated_svd
+
+    delta = _delta()
+    gen = torch.Generator().manual_seed(1)
+    hessians = None
+    if method.endswith("gptq"):
+        x = torch.randn(256, 64, generator=gen)
+        hessians = {k: x.t() @ x / 256 for k, v in delta.items() if v.dim() == 2 and v.shape[1] == 64
+                    and "embed" not in k}
+    fresh = [choose_for_budget(delta, method, f, hessians) for f in DEFAULT_BUDGETS]
+    memo: dict = {}
+    calls = []
+    real_svd = torch.linalg.svd
+    try:
+        torch.linalg.svd = lambda *a, **k: calls.append(1) or real_svd(*a, **k)
+        with shared_svd():
+            shared = [choose_for_budget(delta, method, f, hessians, memo) for f in DEFAULT_BUDGETS]
+    finally:
+        torch.linalg.svd = real_svd
+    assert _SHARED is None  # the memo ends with the block
+    for a, b in zip(fresh, shared, strict=True):
+        assert (a.level, a.nbytes, a.next_nbytes) == (b.level, b.nbytes, b.next_nbytes)
+        assert (a.compressed is None) == (b.compressed is None)
+        if a.compressed is not None:
+            assert _same_packs(a.compressed, b.compressed)
+    if method != "dare":
+        assert 0 < len(calls) <= sum(v.dim() == 2 for v in delta.values())  # one SVD per matrix at most
+    # a truncation of the shared SVD is a fresh truncated SVD
+    mat = delta["embed_out.weight"]
+    with shared_svd():
+        truncated_svd(mat, 40)
+        u, s, vh = truncated_svd(mat, 5)
+    fu, fs, fvh = truncated_svd(mat, 5)
+    assert torch.equal(u, fu) and torch.equal(s, fs) and torch.equal(vh, fvh)
+
+
+def test_shared_svd_sees_an_in_place_change() -> None:
+    from grafting.skillpack.svd import shared_svd, truncated_svd
+
+    mat = _delta()["embed_out.weight"].clone()
+    with shared_svd():
+        before = truncated_svd(mat, 3)[1].clone()
+        mat.mul_(2.0)
+        after = truncated_svd(mat, 3)[1]
+    torch.testing.assert_close(after, 2 * before)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from grafting.metrics.stats import seed_item_interval
 from grafting.skillpack.report import gain_kept, score_table, storage_figure, storage_markdown, storage_row
 
 
@@ -28,6 +29,22 @@ def test_rows_table_and_figure(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_budget_summary_counts_the_test_items_of_each_score():
+    from grafting.skillpack.report import summarize_budgets
+
+    def row(score, gain):
+        return {"method": "lora", "budget": 0.01, "bytes": 1, "pct_dense": 1.0, "pct_gain": gain, "score": score,
+                "n": 300}
+
+    runs = [{"reverse": [row(0.9, 90.0)]}, {"reverse": [row(0.9, 90.0)]}, {"reverse": [row(0.9, 90.0)]}]
+    refs = [{"reverse": (0.0, 1.0)}] * 3
+    seeds_only = summarize_budgets(runs)[0]["gain"]
+    assert seeds_only[1] == seeds_only[2] == 90.0  # the seeds agree: no spread without the items
+    mean, low, high = summarize_budgets(runs, refs)[0]["gain"]
+    half = 1.96 * 100 * (0.9 * 0.1 * 300 / 299 / 300) ** 0.5  # the score's binomial SE on 300 prompts, x 100
+    assert mean == pytest.approx(90.0) and high - mean == pytest.approx(half, rel=0.02) and low < 90.0
+
+
 def test_budget_summary_means_intervals_and_misfits(tmp_path):
     from grafting.skillpack.report import budget_figure, budget_markdown, summarize_budgets, summary_markdown
 
@@ -39,7 +56,8 @@ def test_budget_summary_means_intervals_and_misfits(tmp_path):
             {"reverse": [row("svd", 0.02, 90.0, 15), row("bitdelta", 0.02, float("nan"), None)]}]
     summary = {(r["method"], r["budget"]): r for r in summarize_budgets(runs)}
     mean, low, high = summary[("svd", 0.02)]["gain"]
-    assert mean == 85.0 and 80.0 <= low <= mean <= high <= 90.0 and summary[("svd", 0.02)]["n"] == 2
+    assert (mean, low, high) == pytest.approx(seed_item_interval([80.0, 90.0]))  # the project's interval
+    assert low < 80.0 and high > 90.0 and summary[("svd", 0.02)]["n"] == 2  # a t-interval at n = 2 is wide
     assert summary[("bitdelta", 0.02)]["fits"] == 0
     table = summary_markdown(list(summary.values()), "reverse")
     assert "| svd | 85.0 [" in table and "| bitdelta | does not fit |" in table

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from grafting.metrics.stats import INTERVAL_METHOD, seed_item_interval
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,7 +46,9 @@ def test_tables_are_means_over_seeds_and_a_seed_twice_is_refused(tmp_path):
     _job(tmp_path / "runs/s1/0", 1, 40.0)
     jobs = make_results._jobs(tmp_path / "runs", "skillpack_budgets")
     md = make_results.budgets_markdown(jobs, tmp_path / "runs", tmp_path)
-    assert "30.0 [20.0, 40.0], 0.9% (n=2)" in md
+    mean, low, high = seed_item_interval([20.0, 40.0])  # rows without a score: the spread over seeds alone
+    assert f"30.0 [{low:.1f}, {high:.1f}], 0.9% (n=2)" in md
+    assert INTERVAL_METHOD in md  # the document names its interval
     assert (tmp_path / "budget_curves.png").exists()
     _job(tmp_path / "runs/again/0", 1, 50.0)
     with pytest.raises(SystemExit, match="two finished jobs"):

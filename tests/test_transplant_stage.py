@@ -12,7 +12,7 @@ import pytest
 from conftest import compose_config
 
 from grafting.errors import ConfigError
-from grafting.metrics.stats import bootstrap_interval
+from grafting.metrics.stats import seed_item_interval
 from grafting.stages.transplant import FIGURE, check_config
 from grafting.transplant.figure import plot_sweep
 from grafting.transplant.report import (
@@ -129,11 +129,29 @@ def test_summary_means_over_seeds_and_defined_metrics():
     assert rnd["n_runs"] == 2 and rnd["seeds"] == [0, 1]
     assert rnd["recovery"]["mean"] == pytest.approx(0.25) and rnd["recovery"]["std"] == pytest.approx(0.3536, 1e-3)
     assert rows[("bottom", 4)]["recovery"]["mean"] == 0.0
-    assert top_vs_random(list(rows.values()), 1.0) == {"above": [4], "inside": [], "below": []}
+    # two draws: the t-interval at 1 degree of freedom is wide, so top-K's 1.0 lies inside it
+    assert top_vs_random(list(rows.values()), 1.0) == {"above": [], "inside": [4], "below": []}
     assert format_cell(rnd["recovery"]) == "0.250 ± 0.354"
-    low, high = bootstrap_interval([0.0, 0.5])[1:]  # the reference: the project's bootstrap
+    low, high = seed_item_interval([0.0, 0.5])[1:]  # the reference: the project's interval (no items given)
     assert (rnd["recovery"]["low"], rnd["recovery"]["high"]) == pytest.approx((low, high), abs=1e-12)
     assert format_cell(rnd["recovery"], interval=True) == f"0.250 [{low:.3f}, {high:.3f}]"
+
+
+def test_summary_intervals_count_the_test_items():
+    """With the test points known, a score every draw agrees on still has the width its items allow."""
+    target, source = _scores(0.25), _scores(1.0)
+    recs = _records(target, source, _scores(0.5), [_scores(0.25)] * 10)
+    rows = {(r["selection"], r["k"]): r for r in summary_rows(recs, "fact", n_items=64, kl_items=8,
+                                                              target=target, source=source)}
+    rnd = rows[("random", 4)]
+    assert rnd["score"]["mean"] == 0.25 and rnd["score"]["low"] < 0.2 and rnd["score"]["high"] > 0.3
+    expected = seed_item_interval([0.25] * 10, 64, proportion=True)
+    assert (rnd["fact"]["low"], rnd["fact"]["high"]) == pytest.approx(expected[1:])
+    # TIR = score / target and Recovery = (score - target) / gap carry the score's item noise, scaled
+    assert rnd["tir"]["high"] - rnd["tir"]["mean"] == pytest.approx((rnd["score"]["high"] - 0.25) / 0.25, rel=0.2)
+    assert rnd["recovery"]["low"] < 0 < rnd["recovery"]["high"]
+    # KL: the records carry no per-text variance here, so only the spread over draws counts (none)
+    assert rnd["kl"]["low"] == pytest.approx(0.2) and rnd["kl"]["high"] == pytest.approx(0.2)
 
 
 def test_top_inside_or_below_the_random_interval_is_not_a_win():

@@ -104,13 +104,19 @@ class BudgetChoice:
 
 
 def choose_for_budget(delta: Mapping[str, Tensor], method: str, budget: float,
-                      hessians: Mapping[str, Tensor] | None = None) -> BudgetChoice:
-    """The largest setting of ``method`` (a key of :data:`FAMILIES`) that fits ``budget`` of the dense bytes."""
+                      hessians: Mapping[str, Tensor] | None = None,
+                      memo: dict[int, dict[str, CompressedTensor]] | None = None) -> BudgetChoice:
+    """The largest setting of ``method`` (a key of :data:`FAMILIES`) that fits ``budget`` of the dense bytes.
+
+    ``memo`` (level index -> pack), passed again for the next budget of the same method, delta and
+    Hessians, spares the levels the binary searches share; compression is deterministic, so the
+    choice is the same.
+    """
     if method not in FAMILIES:
         raise ValueError(f"unknown method {method!r}; known: {sorted(FAMILIES)}")
     levels, policy_of = FAMILIES[method]
     cap = int(budget * dense_bytes(delta))
-    cache: dict[int, dict[str, CompressedTensor]] = {}
+    cache: dict[int, dict[str, CompressedTensor]] = {} if memo is None else memo
 
     def compressed(i: int) -> dict[str, CompressedTensor]:
         if i not in cache:

@@ -134,27 +134,50 @@ def budget_markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize_budgets(runs: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]]) -> list[dict[str, Any]]:
-    """Per (task, method, budget) over runs (seeds): mean and 95% bootstrap interval of the retained gain.
+def summarize_budgets(runs: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]],
+                      refs: Sequence[Mapping[str, tuple[float, float]]] | None = None) -> list[dict[str, Any]]:
+    """Per (task, method, budget) over runs (seeds): mean and 95% interval of the retained gain.
+
+    The interval is :func:`grafting.metrics.stats.seed_item_interval`: the spread over seeds plus, with
+    ``refs``, each run's test-item noise. A score on ``n`` test items in [0, 1] has an item variance of at
+    most ``s(1 - s)``, and the retained gain ``100 (s - base) / (full - base)`` scales it by
+    ``(100 / (full - base))²`` (base and full taken as fixed).
 
     Args:
         runs: one ``results["budgets"]`` per run (task -> rows of :func:`budget_row`).
+        refs: per run, task -> ``(base score, full fine-tune score)``, in the order of ``runs``.
     """
-    from grafting.metrics.stats import bootstrap_interval
+    from grafting.metrics.stats import seed_item_interval
 
-    groups: dict[tuple[str, str, float], list[Mapping[str, Any]]] = {}
-    for run in runs:
+    groups: dict[tuple[str, str, float], list[tuple[Mapping[str, Any], tuple[float, float] | None]]] = {}
+    for i, run in enumerate(runs):
         for task, rows in run.items():
             for r in rows:
-                groups.setdefault((task, r["method"], float(r["budget"])), []).append(r)
+                ref = refs[i].get(task) if refs is not None else None
+                groups.setdefault((task, r["method"], float(r["budget"])), []).append((r, ref))
     out = []
-    for (task, method, budget), rows in groups.items():
-        gain = bootstrap_interval([r["pct_gain"] for r in rows])
+    for (task, method, budget), pairs in groups.items():
+        rows = [r for r, _ in pairs]
+        gains = [r["pct_gain"] for r in rows]
+        n_items = [int(r.get("n") or 0) for r in rows]
+        if refs is not None and all(ref is not None for _, ref in pairs) and all(n_items):
+            item_vars = [_gain_item_var(r, ref) for r, ref in pairs]
+            gain = seed_item_interval(gains, n_items, item_vars)
+        else:
+            gain = seed_item_interval(gains)
         pct = [r["pct_dense"] for r in rows if r["pct_dense"] is not None and math.isfinite(r["pct_dense"])]
         out.append({"task": task, "method": method, "budget": budget, "n": len(rows), "gain": gain,
                     "pct_dense": sum(pct) / len(pct) if pct else float("nan"),
                     "fits": sum(r["bytes"] is not None for r in rows)})
     return out
+
+
+def _gain_item_var(row: Mapping[str, Any], ref: tuple[float, float]) -> float:
+    base, full = ref
+    score, n = float(row["score"]), int(row.get("n") or 0)
+    if not (math.isfinite(score) and n > 1 and abs(full - base) > 1e-12):
+        return 0.0
+    return (100.0 / (full - base)) ** 2 * score * (1 - score) * n / (n - 1)
 
 
 def summary_markdown(summary: Sequence[Mapping[str, Any]], task: str) -> str:

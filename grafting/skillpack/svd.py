@@ -56,6 +56,38 @@ def _one_thread(enabled: bool) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+#: Active :func:`shared_svd` memo: input tensor identity -> (the tensor, its full SVD); None: no sharing.
+_SHARED: dict[tuple, tuple[Tensor, tuple[Tensor, Tensor, Tensor]]] | None = None
+
+
+@contextmanager
+def shared_svd() -> Iterator[None]:
+    """Within the block, each matrix's exact SVD is computed once and truncated per request.
+
+    A budget curve compresses the same delta at many ranks (every level a binary search tries, for
+    every budget and SVD family); ``torch.linalg.svd`` then ran once per rank on the same matrix. Its
+    top-r slice is what a fresh call followed by the same slice returns, so results are bit-identical
+    (``tests/test_skillpack_budget.py``). Keys are the tensor's storage, shape, strides and version, so
+    an in-place change of the delta is never served a stale SVD.
+    """
+    global _SHARED
+    outer, _SHARED = _SHARED, {} if _SHARED is None else _SHARED
+    try:
+        yield
+    finally:
+        _SHARED = outer
+
+
+def _full_svd(mat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    if _SHARED is None:
+        return torch.linalg.svd(mat, full_matrices=False)
+    key = (mat.data_ptr(), tuple(mat.shape), mat.stride(), mat.dtype, mat._version)
+    if key not in _SHARED:
+        # the memo holds the tensor itself, so its storage cannot be freed and reused by another matrix
+        _SHARED[key] = (mat, torch.linalg.svd(mat, full_matrices=False))
+    return _SHARED[key][1]
+
+
 def truncated_svd(mat: Tensor, rank: int, randomized: bool = False, niter: int = 2,
                   oversample: int = 8) -> tuple[Tensor, Tensor, Tensor]:
     """Top-``rank`` singular triplets ``(U m×r, S r, Vh r×n)``, S descending."""
@@ -69,7 +101,7 @@ def truncated_svd(mat: Tensor, rank: int, randomized: bool = False, niter: int =
             q = min(rank + oversample, *mat.shape)
             u, s, v = torch.svd_lowrank(mat, q=q, niter=niter, M=None)
             return u[:, :rank], s[:rank], v[:, :rank].t()
-        u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+        u, s, vh = _full_svd(mat)
     return u[:, :rank], s[:rank], vh[:rank]
 
 

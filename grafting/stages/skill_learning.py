@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from grafting import surgery
 from grafting.artifacts import write_json_atomic
 from grafting.data.datasets import TaskSFTDataset, pad_collate
 from grafting.data.preference import PreferenceDataset, preference_collate
@@ -26,9 +27,11 @@ from grafting.data.skill_tasks import SkillExample, SkillTask
 from grafting.evaluation.skill_eval import evaluate_skill, strip_outputs
 from grafting.generation import generate_continuations
 from grafting.modules.causal_lm import CausalLMModule
+from grafting.modules.multi_lora_train import MultiLoraTrainModule
 from grafting.modules.skillpack_train import SkillPackTrainModule
 from grafting.run_context import RunContext
 from grafting.skillpack.delta import compute_delta
+from grafting.skillpack.multi_lora import AdapterSpec, MultiLoraModel
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +112,7 @@ def train_target(ctx: RunContext, target: nn.Module, tokenizer, data: Distilled,
         dataset = PreferenceDataset(data.prompts, data.responses, data.rejected, tokenizer, int(sk.max_length))
         collate = preference_collate(pad)
     else:
-        examples = [SkillExample(p, r, None) for p, r in zip(data.prompts, data.responses, strict=True)]
-        dataset, collate = TaskSFTDataset(examples, tokenizer, int(sk.max_length)), pad_collate(pad)
+        dataset, collate = sft_dataset(ctx, tokenizer, data)
     ctx.reseed()
     module = SkillPackTrainModule(
         target, method=method, lr=float(lr if lr is not None else opt.lr), weight_decay=float(opt.weight_decay),
@@ -120,6 +122,30 @@ def train_target(ctx: RunContext, target: nn.Module, tokenizer, data: Distilled,
     loader = _loader(dataset, collate, int(opt.batch_size), int(ctx.cfg.seed))
     _fit(ctx, module, loader, f"{phase}_{data.task}", steps)
     return module
+
+
+def sft_dataset(ctx: RunContext, tokenizer, data: Distilled) -> tuple[TaskSFTDataset, Any]:
+    """The distilled pairs as an SFT dataset (loss on the answer) and its collate function."""
+    examples = [SkillExample(p, r, None) for p, r in zip(data.prompts, data.responses, strict=True)]
+    return TaskSFTDataset(examples, tokenizer, int(ctx.cfg.skill.max_length)), pad_collate(tokenizer.pad_token_id)
+
+
+def train_lora_adapters(ctx: RunContext, target: nn.Module, tokenizer, data: Distilled, specs: list[AdapterSpec],
+                        steps: int, phase: str) -> MultiLoraModel:
+    """LoRA SFT of ``target`` on the distilled pairs, one adapter per spec, in one pass over the data.
+
+    Each adapter equals what ``train_target(..., method="lora", lora_r=spec.rank, lora_alpha=spec.alpha,
+    lr=spec.lr, steps=steps)`` trains on its own (same initialisation, batches and schedule), to float
+    tolerance (``tests/test_skillpack_multi_lora.py``). SFT only: DPO keeps the one-adapter path.
+    """
+    opt = ctx.cfg.skill.target_sft
+    dataset, collate = sft_dataset(ctx, tokenizer, data)
+    model = MultiLoraModel(target, surgery.architecture(target).lora_targets, specs, ctx.reseed)
+    module = MultiLoraTrainModule(model, weight_decay=float(opt.weight_decay), warmup_steps=int(opt.warmup_steps),
+                                  max_steps=steps)
+    loader = _loader(dataset, collate, int(opt.batch_size), int(ctx.cfg.seed))
+    _fit(ctx, module, loader, f"{phase}_{data.task}", steps)
+    return model.eval()
 
 
 def skill_delta(module: SkillPackTrainModule) -> dict[str, torch.Tensor]:

@@ -45,9 +45,11 @@ from grafting.transplant import (
     select,
     transplanted,
 )
+from grafting.transplant.draws import top_k_against_draws
 from grafting.transplant.figure import plot_sweep
 from grafting.transplant.paired import paired_l1
 from grafting.transplant.report import TASK_KEYS, record, scorer_verdicts, summary_rows, sweep_markdown
+from grafting.transplant.shared import KLReference
 
 log = logging.getLogger(__name__)
 FIGURE = "transplant_k.png"
@@ -78,6 +80,9 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("eval_points", "n_analysis_prompts", "kl_texts", "kl_seq_len"):
         if int(tp[key]) < 1:
             raise ConfigError(f"transplant.{key}", f"must be >= 1, got {tp[key]}.")
+    for key in ("single_draws", "matched_draws"):
+        if int(tp.get(key, 0)) < 0:
+            raise ConfigError(f"transplant.{key}", f"must be >= 0, got {tp[key]}.")
     points = int(tp.models.task.n_keys) if tp.pair else int(cfg.task.test_size)
     if int(tp.eval_points) > points:
         raise ConfigError("transplant.eval_points", f"{tp.eval_points} exceeds the task's {points} test points.")
@@ -177,12 +182,15 @@ class Sweep:
     identical conditions report identical numbers.
     """
 
-    def __init__(self, tp: DictConfig, task: ModularAddition | KeyFacts, target, source, reference, tokenizer,
+    def __init__(self, tp: DictConfig, task: ModularAddition | KeyFacts, target, source, tokenizer,
                  chunks: torch.Tensor):
         self.tp, self.task = tp, task
-        self.target, self.source, self.reference = target, source, reference
+        self.target, self.source = target, source
         self.tokenizer, self.chunks = tokenizer, chunks
-        self._cache: dict[tuple[frozenset[str], float], tuple[dict[str, float], float]] = {}
+        # the untouched target's side of every KL, computed once (the target is modified in place below)
+        self.reference = KLReference.capture(target, chunks, int(tp.kl_batch_size))
+        # (module set, alpha) -> task scores, KL (None until asked for) and the KL's variance over texts
+        self._cache: dict[tuple[frozenset[str], float], dict[str, Any]] = {}
 
     def task_scores(self, model) -> dict[str, float]:
         tp = self.tp
@@ -190,14 +198,19 @@ class Sweep:
                                int(tp.max_new_tokens))
         return {m: float(scores[m]) for m in TASK_KEYS}
 
-    def evaluate(self, names: list[str], alpha: float) -> tuple[dict[str, float], float]:
+    def evaluate(self, names: list[str], alpha: float, kl: bool = True) -> dict[str, Any]:
+        """``{"scores", "kl", "kl_item_var"}`` of the target with ``names`` transplanted at ``alpha``;
+        ``kl=False`` (single random draws, scored on the task only) leaves the KL out unless already known."""
         key = (frozenset(names), float(alpha))
-        if key not in self._cache:
+        entry = self._cache.get(key)
+        if entry is None or (kl and entry["kl"] is None):
             with transplanted(self.target, self.source, names, alpha):
-                scores = self.task_scores(self.target)
-                kl = mean_kl(self.reference, self.target, self.chunks, int(self.tp.kl_batch_size))
-            self._cache[key] = (scores, kl)
-        return self._cache[key]
+                entry = entry or {"scores": self.task_scores(self.target), "kl": None, "kl_item_var": None}
+                if kl:
+                    mean, per_text = self.reference.kl(self.target)
+                    entry.update(kl=mean, kl_item_var=float(per_text.var()) if per_text.numel() > 1 else 0.0)
+            self._cache[key] = entry
+        return entry
 
     @property
     def n_evaluations(self) -> int:
@@ -238,11 +251,11 @@ def run_sweep(sweep: Sweep, ranked: dict[str, list[str]], target_scores: dict, s
     def add(selection: str, k: int, alpha: float, seed: int | None = None, scorer: str | None = None) -> None:
         rule = "all" if selection == "blend" else selection  # a blend is every module at strength alpha
         names = select(rule, ranked[scorer] if scorer else any_ranking, k, seed=seed, strict=False)
-        scores, kl = sweep.evaluate(names, alpha)
-        records.append(record(selection, k, len(names), alpha, seed, names, scores, kl, target_scores,
-                              source_scores, scorer))
+        out = sweep.evaluate(names, alpha)
+        records.append(record(selection, k, len(names), alpha, seed, names, out["scores"], out["kl"], target_scores,
+                              source_scores, scorer, kl_item_var=out["kl_item_var"]))
         log.info("alpha=%s K=%s %s%s%s: %s, KL %.4f", alpha, k, selection, f" {scorer}" if scorer else "",
-                 "" if seed is None else f"[{seed}]", scores, kl)
+                 "" if seed is None else f"[{seed}]", out["scores"], out["kl"])
 
     for alpha in (float(a) for a in tp.alphas):
         for k in (int(k) for k in tp.k_list):
@@ -256,6 +269,24 @@ def run_sweep(sweep: Sweep, ranked: dict[str, list[str]], target_scores: dict, s
     for alpha in (float(a) for a in tp.blend_alphas):
         add("blend", len(any_ranking), alpha)
     return records
+
+
+def run_draws(sweep: Sweep, ranked: dict[str, list[str]]) -> dict[float, list[dict]]:
+    """Per alpha, each scorer's top-K among single random draws of K modules (and matched draws).
+
+    ``max(single_draws, len(control_seeds))`` draws per K; the first ones are the random-K controls
+    (already evaluated), the others are scored on the task only (no KL), which is all a percentile needs.
+    """
+    tp = sweep.tp
+    n_random = max(int(tp.single_draws), len(tp.control_seeds))
+    out = {}
+    for alpha in (float(a) for a in tp.alphas):
+        def score(names: list[str], alpha: float = alpha) -> float:
+            return sweep.evaluate(names, alpha, kl=False)["scores"][tp.metric]
+
+        out[alpha] = top_k_against_draws(score, ranked, [int(k) for k in tp.k_list], n_random,
+                                         int(tp.matched_draws))
+    return out
 
 
 def command_line() -> str | None:
@@ -278,7 +309,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         device = eval_device(cfg)
         target.to(device).eval()
         source.to(device).eval()
-        reference = copy.deepcopy(target)  # untouched copy: the target itself is modified during transplants
         timings["models_s"] = time.perf_counter() - start  # includes training on a cache miss
 
         start = time.perf_counter()
@@ -286,19 +316,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         timings["analysis_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        sweep = Sweep(tp, task, target, source, reference, tokenizer, kl_chunks(cfg, tokenizer))
+        sweep = Sweep(tp, task, target, source, tokenizer, kl_chunks(cfg, tokenizer))
         target_scores, source_scores = sweep.task_scores(target), sweep.task_scores(source)
         print(f"target {target_scores}\nsource {source_scores}", flush=True)
         records = run_sweep(sweep, analysis["ranked"], target_scores, source_scores)
         timings["sweep_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        draws = run_draws(sweep, analysis["ranked"])
+        timings["draws_s"] = time.perf_counter() - start
         timings["evaluations"] = sweep.n_evaluations + 2  # + target and source
 
-        rows = summary_rows(records, tp.metric)
+        rows = summary_rows(records, tp.metric, n_items=int(tp.eval_points), kl_items=len(sweep.chunks),
+                            target=target_scores, source=source_scores)
         n_candidates = len(analysis["candidates"])
         meta = {"pair": tp.pair, "source": models["source_desc"], "target": models["target_desc"],
                 "n_candidates": n_candidates, "scorers": list(tp.scorers), "eval_points": int(tp.eval_points),
                 "ranked": analysis["ranked"], "command": command_line()}
-        markdown = sweep_markdown(rows, tp.metric, target_scores, source_scores, meta)
+        markdown = sweep_markdown(rows, tp.metric, target_scores, source_scores, meta, draws)
         print(markdown, flush=True)
         alpha = float(tp.alphas[-1])
         figure = plot_sweep(rows, tp.metric, ctx.run_dir / FIGURE, title=f"pair: {tp.pair or 'donor/source'}",
@@ -309,7 +343,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                              if row[c]["mean"] is not None}, prefix="transplant/")
         results = {"stage": "transplant", "metric": tp.metric, "target": target_scores, "source": source_scores,
                    "meta": meta, "analysis": analysis, "summary": rows, "runs": records, "figure": figure.name,
-                   "verdicts": {str(a): scorer_verdicts(rows, a, list(tp.scorers), n_candidates)
+                   "draws": {str(a): d for a, d in draws.items()},
+                   "verdicts": {str(a): scorer_verdicts(rows, a, list(tp.scorers), n_candidates, draws[a])
                                 for a in (float(x) for x in tp.alphas)},
                    "timings": {k: round(v, 1) for k, v in timings.items()},
                    "config": OmegaConf.to_container(cfg, resolve=True)}

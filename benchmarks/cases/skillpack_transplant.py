@@ -1,0 +1,94 @@
+"""SkillPack LoRA baseline and transplant KL (issue 26, items 4 and 5): the fast paths against the ones they replace.
+
+- LoRA: one step of each of five adapters (the budget curve's ranks 4/8/13/22/44 at one rate) trained
+  in one pass with the LM head only at the answer tokens (``MultiLoraModel``), against five separate
+  peft steps through the model's own full-vocabulary loss. Per adapter-step time.
+- Transplant KL: one condition's KL(target ‖ transplanted) on 64 texts x 64 tokens with the target's
+  side captured once (``KLReference``), against ``mean_kl`` (both models every time, five positions x
+  vocabulary tensors per batch).
+
+Register as a case of ``benchmarks/__main__.py`` (``CASES``) to run it with the suite.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from benchmarks.common import Settings, median_time, ratio
+from benchmarks.result import Measurement
+from grafting import surgery
+from grafting.models.loading import build_random
+from grafting.modules.skillpack_train import SkillPackTrainModule
+from grafting.skillpack.multi_lora import AdapterSpec, MultiLoraModel
+
+RANKS = (4, 8, 13, 22, 44)
+
+
+def _arch(quick: bool, family: str) -> dict:
+    if family == "gpt_neox":  # the SkillPack target (tiny-host's shape)
+        return dict(model_type="gpt_neox", hidden_size=64 if quick else 128, num_hidden_layers=2 if quick else 4,
+                    num_attention_heads=4, intermediate_size=256 if quick else 512, vocab_size=4096,
+                    max_position_embeddings=256, rotary_pct=0.25, use_parallel_residual=True)
+    return dict(model_type="llama", hidden_size=64, num_hidden_layers=2 if quick else 10, num_attention_heads=2,
+                num_key_value_heads=2, intermediate_size=128, vocab_size=4096, max_position_embeddings=128,
+                tie_word_embeddings=True)  # the transplant pair's shape
+
+
+def _lora(s: Settings) -> Measurement:
+    model = build_random(_arch(s.quick, "gpt_neox"), 0).to(s.device)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 4096, (32, 16), generator=gen).to(s.device)
+    labels = ids.clone()
+    labels[:, :12] = -100  # a 12-token prompt, a 4-token answer: the budget job's shape
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    targets = surgery.architecture(model).lora_targets
+    multi = MultiLoraModel(model, targets, [AdapterSpec(r, 2 * r, 3e-3) for r in RANKS],
+                           lambda: torch.manual_seed(0)).to(s.device)
+    opt = torch.optim.AdamW(multi.param_groups(), weight_decay=0.0)
+    singles = [SkillPackTrainModule(model, method="lora", lora_r=r, lora_alpha=2 * r).to(s.device) for r in RANKS]
+    opts = [torch.optim.AdamW([p for p in m.model.parameters() if p.requires_grad], lr=3e-3) for m in singles]
+
+    def fast() -> None:
+        multi.losses(batch).sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+    def simple() -> None:
+        for module, o in zip(singles, opts, strict=True):
+            module(batch).backward()
+            o.step()
+            o.zero_grad()
+
+    t_fast = median_time(fast, s.device, s.repeats) / len(RANKS)
+    t_simple = median_time(simple, s.device, s.repeats) / len(RANKS)
+    return Measurement("i", f"SkillPack LoRA step per adapter, {len(RANKS)} ranks, batch 32 x 16 tokens",
+                       "adapters in one pass, LM head at answer tokens", t_fast,
+                       "separate peft steps, full-vocabulary loss", t_simple, ratio=ratio(t_simple, t_fast))
+
+
+def _transplant_kl(s: Settings) -> Measurement:
+    from grafting.stages.transplant import mean_kl
+    from grafting.transplant import candidate_modules, transplant_
+    from grafting.transplant.shared import KLReference
+
+    target = build_random(_arch(s.quick, "llama"), 0).to(s.device).eval()
+    source = build_random(_arch(s.quick, "llama"), 1).to(s.device).eval()
+    reference = copy.deepcopy(target)
+    transplant_(target, source, candidate_modules(source, target)[:8])
+    texts = 16 if s.quick else 64
+    chunks = torch.randint(0, 4096, (texts, 64), generator=torch.Generator().manual_seed(0)).to(s.device)
+    shared = KLReference.capture(reference, chunks, 32)
+    t_fast = median_time(lambda: shared.kl(target), s.device, s.repeats)
+    t_simple = median_time(lambda: mean_kl(reference, target, chunks, 32), s.device, s.repeats)
+    difference = abs(shared.kl(target)[0] - mean_kl(reference, target, chunks, 32))
+    return Measurement("i", f"transplant condition's KL, {texts} texts x 64 tokens, 4096 vocabulary",
+                       "target side captured once, fused KL", t_fast, "mean_kl (both models each time)", t_simple,
+                       ratio=ratio(t_simple, t_fast), extra={"abs_kl_difference": difference})
+
+
+def run(s: Settings) -> list[Measurement]:
+    with torch.no_grad():
+        kl = _transplant_kl(s)
+    return [_lora(s), kl]
