@@ -17,7 +17,7 @@ run() {  # run <sweep folder under $out> <overrides...>
 
 # The method the validation split picks in the shared-init, same-width cell (docs/BEYOND_THE_PAPER.md, "Which
 # method each cell's validation split picks"); the 10-seed rows and the 2x host use it.
-best=${BEST:-procrustes_init}
+best=${BEST:-distill}
 best_knowledge=${BEST_KNOWLEDGE:-distill_long}
 
 part_skill() {
@@ -25,8 +25,11 @@ part_skill() {
     run "skill_2x2/$host" experiment=skill_2x2_tiny "host=$host"
   done
   run skill_2x2/distill_long experiment=skill_2x2_tiny host=tiny-host +variant=distill_long  # distil steps, on validation
-  run skill/seeds5-9 experiment=skill_tiny "+variant=$best" host=tiny-host,tiny-host-m seed=5,6,7,8,9
-  run skill_l/main experiment=skill_2x2_tiny host=tiny-host-l "+variant=$best"        # the 2x host, the chosen method
+  run skill/seeds5-9 experiment=skill_tiny "+variant=$best" host=tiny-host,tiny-host-indep seed=5,6,7,8,9
+}
+
+part_skill_l() {  # the 2x host: not in the default parts, tiny-host-l does not ship yet (it pretrains, ~2 CPU-hours)
+  run skill_l/main experiment=skill_2x2_tiny host=tiny-host-l "+variant=$best"
 }
 
 part_knowledge() {

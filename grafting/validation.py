@@ -434,7 +434,7 @@ RULES: dict[str, Rule] = {
     "skillpack.methods.*.*.method": Choice(*COMPRESSORS),
     **_under(["skillpack.methods.*.*", "skillpack.methods.*.*.params"], COMPRESSOR),
     "skillpack.lora.enabled": Bool(), "skillpack.lora.dtype": Choice(*PACK_DTYPES), "skillpack.lora.lr": LR,
-    "skillpack.lora.steps": Int(min=1, nullable=True), "skillpack.lora.alpha_over_r": Float(gt=0),
+    "skillpack.lora.steps": Int(min=1, nullable=True), "skillpack.lora.alpha_over_r": Float(gt=0), "skillpack.lora.batched": Bool(),
     "skillpack.fusion.mergers": Keys(MERGERS),
     "skillpack.fusion.mergers.*.lam": OneOrList(Float()),
     "skillpack.fusion.mergers.*.density": OneOrList(Float(gt=0, le=1)),
@@ -452,7 +452,7 @@ RULES: dict[str, Rule] = {
     "transplant.alphas": ListOf(Prob()), "transplant.blend_alphas": ListOf(Prob(), min_len=0),
     "transplant.pair": Choice(*TRANSPLANT_PAIRS, nullable=True),
     **_under(["transplant.models"], TRANSPLANT_MODELS),
-    "transplant.control_seeds": ListOf(SEED), "transplant.metric": Choice(*TASK_METRICS),
+    "transplant.control_seeds": ListOf(SEED), "transplant.single_draws": COUNT, "transplant.matched_draws": COUNT, "transplant.metric": Choice(*TASK_METRICS),
     "transplant.eval_points": POS, "transplant.eval_batch_size": POS, "transplant.max_new_tokens": POS,
     "transplant.kl_texts": POS, "transplant.kl_seq_len": POS, "transplant.kl_batch_size": POS,
 }

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_model
 
 from grafting import surgery
-from grafting.modules.multi_lora_train import MultiLoraTrainModule
+from grafting.skillpack.multi_lora_train import MultiLoraTrainModule
 from grafting.modules.skillpack_train import SkillPackTrainModule
 from grafting.skillpack.compressors import decompress
 from grafting.skillpack.lora import lora_pack
