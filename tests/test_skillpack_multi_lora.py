@@ -7,11 +7,11 @@ import torch
 from conftest import tiny_model
 
 from grafting import surgery
-from grafting.skillpack.multi_lora_train import MultiLoraTrainModule
 from grafting.modules.skillpack_train import SkillPackTrainModule
 from grafting.skillpack.compressors import decompress
 from grafting.skillpack.lora import lora_pack
 from grafting.skillpack.multi_lora import AdapterSpec, MultiLoraModel, labelled_logits_loss
+from grafting.skillpack.multi_lora_train import MultiLoraTrainModule
 
 
 def _batch(seed: int, rows: int = 4, length: int = 10) -> dict[str, torch.Tensor]:

@@ -27,11 +27,11 @@ from grafting.data.skill_tasks import SkillExample, SkillTask
 from grafting.evaluation.skill_eval import evaluate_skill, strip_outputs
 from grafting.generation import generate_continuations
 from grafting.modules.causal_lm import CausalLMModule
-from grafting.skillpack.multi_lora_train import MultiLoraTrainModule
 from grafting.modules.skillpack_train import SkillPackTrainModule
 from grafting.run_context import RunContext
 from grafting.skillpack.delta import compute_delta
 from grafting.skillpack.multi_lora import AdapterSpec, MultiLoraModel
+from grafting.skillpack.multi_lora_train import MultiLoraTrainModule
 
 log = logging.getLogger(__name__)
 
