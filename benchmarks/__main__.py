@@ -24,7 +24,8 @@ from benchmarks.report import render
 from benchmarks.result import Measurement
 
 CASES = {"a": "overhead", "b": "truncation", "c": "generation", "d": "mlm", "e": "compression",
-         "f": "align_memory", "g": "throughput", "h": "kl_loss", "i": "roofline_steps", "j": "scaling", "k": "sweep"}
+         "f": "align_memory", "g": "throughput", "h": "kl_loss", "i": "roofline_steps", "j": "scaling", "k": "sweep",
+         "l": "skillpack_transplant"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,7 +110,9 @@ def cell_table(jobs: list[Job]) -> list[str]:
             lines.append(f"| `{method}` | {model} | {len(group)} | " + " | ".join(cells + extra) + " |")
     refs = one_per_seed(jobs)
     for model in ("Tuned", "Vanilla", "Host"):
-        cells = [format_interval(interval(refs, model, m)) for m in METRICS]
+        # the host's KL to itself is 0 by definition, not a measurement with an interval
+        cells = ["0 (itself)" if (model, m) == ("Host", "kl_host") else format_interval(interval(refs, model, m))
+                 for m in METRICS]
         lines.append(f"| (references) | {model} | {len(refs)} | " + " | ".join(cells) + " | | |")
     return lines
 

@@ -7,7 +7,7 @@
   side captured once (``KLReference``), against ``mean_kl`` (both models every time, five positions x
   vocabulary tensors per batch).
 
-Register as a case of ``benchmarks/__main__.py`` (``CASES``) to run it with the suite.
+Case (l) of ``python -m benchmarks``.
 """
 
 from __future__ import annotations
