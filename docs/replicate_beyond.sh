@@ -20,23 +20,25 @@ run() {  # run <sweep folder under $out> <overrides...>
 best=${BEST:-distill}
 best_knowledge=${BEST_KNOWLEDGE:-distill_long}
 
+# The seed counts are the runs behind the page (what one session's 2-core CPU fitted); add seeds with seed=...
 part_skill() {
-  for host in tiny-host tiny-host-indep tiny-host-m-shared tiny-host-m; do         # 4 methods x 5 seeds per host
-    run "skill_2x2/$host" experiment=skill_2x2_tiny "host=$host"
-  done
-  run skill_2x2/distill_long experiment=skill_2x2_tiny host=tiny-host +variant=distill_long  # distil steps, on validation
-  run skill/seeds5-9 experiment=skill_tiny "+variant=$best" host=tiny-host,tiny-host-indep seed=5,6,7,8,9
+  run skill_2x2/tiny-host experiment=skill_2x2_tiny host=tiny-host                        # 4 methods x 5 seeds
+  run skill/seeds experiment=skill_tiny "+variant=$best" host=tiny-host seed=5,6,7,8,9     # the pick: 10 seeds
+  run skill_2x2/tiny-host-indep experiment=skill_2x2_tiny host=tiny-host-indep seed=0,1,2 # 4 methods x 3 seeds
+  run skill/indep_seeds experiment=skill_tiny "+variant=$best" host=tiny-host-indep seed=3,4,5,6,7,8,9
+  run skill_2x2/tiny-host-m-shared experiment=skill_2x2_tiny host=tiny-host-m-shared seed=0,1  # 4 methods x 2
+  run skill_2x2/tiny-host-m experiment=skill_2x2_tiny host=tiny-host-m seed=0,1                # 4 methods x 2
 }
 
 part_skill_l() {  # the 2x host: not in the default parts, tiny-host-l does not ship yet (it pretrains, ~2 CPU-hours)
   run skill_l/main experiment=skill_2x2_tiny host=tiny-host-l "+variant=$best"
 }
 
-part_knowledge() {
-  run beyond_knowledge/main experiment=beyond_knowledge_tiny                         # 5 methods x 5 seeds
-  run beyond_knowledge/seeds5-9 experiment=beyond_knowledge_tiny "+variant=$best_knowledge" seed=5,6,7,8,9
+part_knowledge() {  # 5 methods x 2 seeds; the validation keys' pick to 10 seeds; the permuted table, 3 seeds
+  run beyond_knowledge/main experiment=beyond_knowledge_tiny seed=0,1
+  run beyond_knowledge/seeds experiment=beyond_knowledge_tiny "+variant=$best_knowledge" seed=2,3,4,5,6,7,8,9
   run knowledge_permuted/main experiment=beyond_knowledge_tiny "+variant=$best_knowledge" task.table_seed=1 \
-    seed=0,1,2,3,4,5,6,7,8,9
+    seed=0,1,2
 }
 
 parts=("$@")
