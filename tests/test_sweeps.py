@@ -63,5 +63,5 @@ def test_experiment_sweeps_with_smoke(tmp_path, experiment):
     job_dirs = [p for p in (tmp_path / f"{experiment}_tiny" / "multiruns").glob("*/*") if p.is_dir()]
     assert job_dirs and all((d / "results.json").is_file() for d in job_dirs), job_dirs
     # each ablation sweeps its non-protocol values only (the protocol's row is experiment=paper_protocol_tiny)
-    expected = {"loss_ablation": 1, "dest_layer": 2, "align_data": 2, "strategy": 1, "host_size": 2}[experiment]
+    expected = {"loss_ablation": 1, "dest_layer": 2, "align_data": 2, "strategy": 1, "host_size": 3}[experiment]
     assert len(job_dirs) == expected
