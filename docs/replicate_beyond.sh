@@ -24,21 +24,22 @@ best_knowledge=${BEST_KNOWLEDGE:-distill_long}
 part_skill() {
   run skill_2x2/tiny-host experiment=skill_2x2_tiny host=tiny-host                        # 4 methods x 5 seeds
   run skill/seeds experiment=skill_tiny "+variant=$best" host=tiny-host seed=5,6,7,8,9     # the pick: 10 seeds
-  run skill_2x2/tiny-host-indep experiment=skill_2x2_tiny host=tiny-host-indep seed=0,1,2 # 4 methods x 3 seeds
-  run skill/indep_seeds experiment=skill_tiny "+variant=$best" host=tiny-host-indep seed=3,4,5,6,7,8,9
-  run skill_2x2/tiny-host-m-shared experiment=skill_2x2_tiny host=tiny-host-m-shared seed=0,1  # 4 methods x 2
-  run skill_2x2/tiny-host-m experiment=skill_2x2_tiny host=tiny-host-m seed=0,1                # 4 methods x 2
+  run skill/indep experiment=skill_tiny "+variant=$best" host=tiny-host-indep seed=0,1,2,3,4,5,6,7,8,9
+  run skill_2x2/tiny-host-indep experiment=skill_2x2_tiny host=tiny-host-indep +variant=paper,procrustes_init,host_lora \
+    seed=0
+  run skill_2x2/tiny-host-m-shared experiment=skill_2x2_tiny host=tiny-host-m-shared seed=0  # 4 methods x 1 seed
+  run skill_2x2/tiny-host-m experiment=skill_2x2_tiny host=tiny-host-m seed=0                # 4 methods x 1 seed
 }
 
 part_skill_l() {  # the 2x host: not in the default parts, tiny-host-l does not ship yet (it pretrains, ~2 CPU-hours)
   run skill_l/main experiment=skill_2x2_tiny host=tiny-host-l "+variant=$best"
 }
 
-part_knowledge() {  # 5 methods x 2 seeds; the validation keys' pick to 10 seeds; the permuted table, 3 seeds
+part_knowledge() {  # 5 methods x 2 seeds; the validation keys' pick to 10 seeds; the permuted table, 2 seeds
   run beyond_knowledge/main experiment=beyond_knowledge_tiny seed=0,1
   run beyond_knowledge/seeds experiment=beyond_knowledge_tiny "+variant=$best_knowledge" seed=2,3,4,5,6,7,8,9
   run knowledge_permuted/main experiment=beyond_knowledge_tiny "+variant=$best_knowledge" task.table_seed=1 \
-    seed=0,1,2
+    seed=0,1
 }
 
 parts=("$@")
