@@ -161,9 +161,10 @@ def choices(jobs: list[Job]) -> list[str]:
     for h in hosts:
         scores = {m: interval([j for j in jobs if host(j) == h and variant(j) == m], "Grafted", "val_fact")
                   for m in grafts}
-        ran = {m: s for m, s in scores.items() if not math.isnan(s[0])}
-        best = max(ran, key=lambda m: ran[m][0]) if ran else "n/a"
-        lines.append(f"| `{h}` | " + " | ".join(format_interval(scores[m]) for m in grafts) + f" | `{best}` |")
+        ran = {m: s[0] for m, s in scores.items() if not math.isnan(s[0])}
+        top = [m for m in ran if ran[m] == max(ran.values())]
+        best = " ".join(f"`{m}`" for m in top) + (" (a tie)" if len(top) > 1 else "") if top else "n/a"
+        lines.append(f"| `{h}` | " + " | ".join(format_interval(scores[m]) for m in grafts) + f" | {best} |")
     return lines
 
 

@@ -82,3 +82,10 @@ def test_the_figures_are_drawn(tmp_path):
         job.results["models"]["Grafted"]["f_S"] = 1.0
     path = make_results.protocol_figure(jobs, tmp_path / "protocol.png")
     assert path.stat().st_size > 5000
+
+
+def test_a_tie_on_validation_is_shown_as_a_tie():
+    facts = {"Tuned": 1.0, "Grafted": 0.2, "VanillaGraft": 0.1, "IdentityGraft": 0.1, "Vanilla": 0.0, "Host": 0.0}
+    jobs = [_skill_job("tiny-host", v, s, facts, val={"paper": 0.0, "distill": 0.5, "distill_long": 0.5}[v])
+            for v in ("paper", "distill", "distill_long") for s in range(2)]
+    assert make_beyond.choices(jobs)[2].endswith("| `distill` `distill_long` (a tie) |")
