@@ -29,3 +29,15 @@ def test_save_graft_then_load_graft_rebuilds_it(tmp_path, translator):
     ids = torch.randint(0, 512, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, grafted(ids).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("kwargs", "key"), [
+    ({"solver": "Adam"}, "align.solver"), ({"steps": -5}, "align.steps"), ({"steps": 2.5}, "align.steps"),
+    ({"init": "zeros"}, "align.init"), ({"lr": 0.0}, "align.lr"), ({"weight_decay": -1.0}, "align.weight_decay"),
+    ({"distance": "l2"}, "loss.distance"), ({"loss": "residuals"}, "loss.kind"), ({"temperature": 0}, "loss.temperature"),
+])
+def test_align_config_names_the_bad_field(kwargs, key):
+    with pytest.raises(ConfigError) as error:
+        api.AlignConfig(**kwargs)
+    assert error.value.key == key and repr(next(iter(kwargs.values()))) in str(error.value)
+    api.AlignConfig(weight_decay=0.0, limit_val_batches=0)  # the edges that are allowed
