@@ -146,7 +146,9 @@ def skill_figure(jobs: list[Job], path: Path = DOCS / "figures" / "beyond_skill_
     for h in [h for h in CELLS if any(host(j) == h for j in jobs)]:
         cell = [j for j in jobs if host(j) == h]
         bars = {m: interval([j for j in cell if variant(j) == m], model_of(m), "fact") for m in METHODS}
-        bars["vanilla block (paper)"] = interval([j for j in cell if variant(j) == "paper"], "VanillaGraft", "fact")
+        distill = [j for j in cell if variant(j) == "distill"]  # the best method's two controls
+        bars["distill, vanilla block"] = interval(distill, "VanillaGraft", "fact")
+        bars["tuned block, identity translators"] = interval(one_per_seed(cell), "IdentityGraft", "fact")
         bars["Tuned donor"] = interval(one_per_seed(cell), "Tuned", "fact")
         groups[f"{CELLS[h][0]}, {CELLS[h][1]}"] = bars
     return bar_figure(path, groups, "held-out accuracy (fact)", "The input-dependent skill: initialisation x width")

@@ -254,7 +254,8 @@ def bar_figure(path: Path, groups: dict[str, dict[str, tuple[float, float, float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bars = list(dict.fromkeys(b for g in groups.values() for b in g))
+    # a bar with no value in any group is left out (its legend entry would point at nothing)
+    bars = list(dict.fromkeys(b for g in groups.values() for b, v in g.items() if not math.isnan(v[0])))
     width = 0.8 / max(1, len(bars))
     fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(groups) + 0.2 * len(bars) * len(groups), 3.4))
     for i, bar in enumerate(bars):
@@ -266,7 +267,7 @@ def bar_figure(path: Path, groups: dict[str, dict[str, tuple[float, float, float
                 means.append(mean)
                 err[0].append(mean - low if not math.isnan(low) else 0.0)
                 err[1].append(high - mean if not math.isnan(high) else 0.0)
-        ax.bar(xs, means, width, yerr=err, capsize=2, label=bar)
+        ax.bar(xs, means, width, yerr=err, capsize=2, label=bar, color=f"C{i % 10}")
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
