@@ -155,27 +155,26 @@ def skill_figure(jobs: list[Job], path: Path = DOCS / "figures" / "beyond_skill_
 
 
 def choices(jobs: list[Job]) -> list[str]:
-    """Per cell, each grafting method's validation accuracy and the one the validation split picks."""
+    """Per cell, each grafting method's validation accuracy and the one the validation split picks.
+
+    The methods are compared on the seeds they all ran (a method extended to more seeds is not compared
+    on its extra seeds).
+    """
     hosts = [h for h in CELLS if any(host(j) == h for j in jobs)]
     grafts = [m for m in METHODS if m != "host_lora" and any(variant(j) == m for j in jobs)]
-    lines = ["| cell | " + " | ".join(f"`{m}` val_fact" for m in grafts) + " | chosen on validation |",
-             "|---|" + "---|" * (len(grafts) + 1)]
+    lines = ["| cell | seeds | " + " | ".join(f"`{m}` val_fact" for m in grafts) + " | chosen on validation |",
+             "|---|---|" + "---|" * (len(grafts) + 1)]
     for h in hosts:
-        scores = {m: interval([j for j in jobs if host(j) == h and variant(j) == m], "Grafted", "val_fact")
-                  for m in grafts}
-        ran = {m: s[0] for m, s in scores.items() if not math.isnan(s[0])}
-        top = [m for m in ran if ran[m] == max(ran.values())]
+        runs = {m: [j for j in jobs if host(j) == h and variant(j) == m] for m in grafts}
+        ran = [m for m in grafts if runs[m]]
+        common = set.intersection(*({j.seed for j in runs[m]} for m in ran)) if ran else set()
+        scores = {m: interval([j for j in runs[m] if j.seed in common], "Grafted", "val_fact") for m in grafts}
+        means = {m: scores[m][0] for m in ran if not math.isnan(scores[m][0])}
+        top = [m for m in means if means[m] == max(means.values())]
         best = " ".join(f"`{m}`" for m in top) + (" (a tie)" if len(top) > 1 else "") if top else "n/a"
-        lines.append(f"| `{h}` | " + " | ".join(format_interval(scores[m]) for m in grafts) + f" | {best} |")
+        lines.append(f"| `{h}` | {len(common)} | " + " | ".join(format_interval(scores[m]) for m in grafts)
+                     + f" | {best} |")
     return lines
-
-
-def chosen(jobs: list[Job], cell: str = "tiny-host") -> str | None:
-    """The grafting method with the best mean validation accuracy in ``cell``."""
-    scores = {m: interval([j for j in jobs if host(j) == cell and variant(j) == m], "Grafted", "val_fact")[0]
-              for m in METHODS if m != "host_lora"}
-    ran = {m: s for m, s in scores.items() if not math.isnan(s)}
-    return max(ran, key=ran.get) if ran else None
 
 
 def knowledge_tables(jobs: list[Job]) -> list[str]:
