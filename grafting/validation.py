@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from grafting.data.modular import task_from_config
 from grafting.errors import ConfigError
+from grafting.stages.align_methods import names as align_method_names
 from grafting.stages.registry import STAGES
 
 log = logging.getLogger(__name__)
@@ -388,7 +389,7 @@ RULES: dict[str, Rule] = {
     # align
     "align.steps": POS, "align.lr": LR, "align.weight_decay": DECAY, "align.val_check_interval": POS,
     "align.limit_val_batches": COUNT, "align.solver": Choice("adam", "lstsq", "procrustes"),
-    "align.method": Choice("paper", "distill"), "align.cache": Bool(), "evaluation.host_lora": Bool(), "align.distill.steps": POS, "align.distill.lr": LR,
+    "align.method": Choice(*align_method_names()), "align.cache": Bool(), "evaluation.host_lora": Bool(), "align.distill.steps": POS, "align.distill.lr": LR,
     "align.distill.weight_decay": DECAY, "align.distill.task_weight": DECAY,
     "align.distill.text_weight": DECAY, "align.distill.eval_batches": POS,
     "align.init": Choice("identity", "lstsq", "procrustes"), "align.lstsq_batches": POS,

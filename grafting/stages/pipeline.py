@@ -14,13 +14,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import grafting.stages.align_methods as align_methods
 from grafting import api, surgery
 from grafting.evaluation.tables import pipeline_markdown
 from grafting.plain import plain
 from grafting.run_context import RunContext
 from grafting.stages.common import (
     align_from_config,
-    distill_from_config,
     evaluate,
     finetune_or_resume,
     host_lora_control,
@@ -49,13 +49,9 @@ def run(cfg) -> dict[str, Any]:
                                                         block=tuned_block, span=span)
         if cfg.graft.strategy == "original":
             api.swap_donor_block_(grafted, tuned_block)
-        if cfg.align.get("method", "paper") == "distill":
-            # the task-logit phase, and the same phase for the vanilla-block control (what the translators
-            # learn by themselves); the identity control stays untrained
-            history["distill"] = distill_from_config(ctx, grafted, host, tuned_model, tokenizer)
-            if "VanillaGraft" in controls:
-                history["distill_vanilla"] = distill_from_config(ctx, controls["VanillaGraft"], host, tuned_model,
-                                                                 tokenizer, name="distill_vanilla")
+        # the chosen method's phases after the paper's (grafting/stages/align_methods/<align.method>.py)
+        method = align_methods.get(str(cfg.align.get("method", "paper")))
+        history.update(method.refine(ctx, grafted, controls, host, tuned_model, tokenizer))
         api.save_graft_with_manifest(grafted, ctx.run_dir / "graft", {"graft": plain(cfg.graft)},
                                      overwrite=bool(cfg.get("overwrite", False) or cfg.get("resume", False)))
 
