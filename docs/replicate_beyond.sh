@@ -27,8 +27,8 @@ part_skill() {
   run skill/indep experiment=skill_tiny "+variant=$best" host=tiny-host-indep seed=0,1,2,3,4,5,6,7,8,9
   run skill_2x2/tiny-host-indep experiment=skill_2x2_tiny host=tiny-host-indep +variant=paper,procrustes_init,host_lora \
     seed=0
-  run skill_2x2/tiny-host-m-shared experiment=skill_2x2_tiny host=tiny-host-m-shared seed=0  # 4 methods x 1 seed
-  run skill_2x2/tiny-host-m experiment=skill_2x2_tiny host=tiny-host-m seed=0                # 4 methods x 1 seed
+  run skill_2x2/tiny-host-m-shared experiment=skill_2x2_tiny host=tiny-host-m-shared seed=0,1  # 4 methods x 2 seeds
+  run skill_2x2/tiny-host-m experiment=skill_2x2_tiny host=tiny-host-m seed=0,1                # 4 methods x 2 seeds
 }
 
 part_skill_l() {  # the 2x host: not in the default parts, tiny-host-l does not ship yet (it pretrains, ~2 CPU-hours)
