@@ -62,6 +62,16 @@ def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _assert_model_recomputed(clean_root: Path, tmp_path: Path, caplog, kind: str, fault: str, reload, state) -> None:
+    """Damage the ``kind`` entry of a copy of the clean cache: ``reload(root)`` (the load path, its warnings
+    captured) gives the clean weights back, with one warning naming the file."""
+    root, entry, named = _damaged_copy(clean_root, tmp_path, kind, fault)
+    with caplog.at_level(logging.WARNING):
+        reloaded = reload(root)
+    assert _same_state(reloaded, state)
+    assert_recomputed(caplog, entry, named, fault)
+
+
 # ------------------------------------------------------------------------------------------ tokenizers
 
 @pytest.fixture(scope="module")
@@ -101,11 +111,12 @@ def clean_pretrained(tmp_path_factory):
 @pytest.mark.parametrize("fault", FAULTS)
 def test_pretrained_models(clean_pretrained, tmp_path, caplog, fault):
     clean_root, spec, state = clean_pretrained
-    root, entry, named = _damaged_copy(clean_root, tmp_path, "pretrained", fault)
-    with caplog.at_level(logging.WARNING):
+
+    def reload(root):
         ensure_pretrained(spec, root)  # what train.py runs before loading any model
-    assert _same_state(load_model(spec, "host", root)[0].state_dict(), state)
-    assert_recomputed(caplog, entry, named, fault)
+        return load_model(spec, "host", root)[0].state_dict()
+
+    _assert_model_recomputed(clean_root, tmp_path, caplog, "pretrained", fault, reload, state)
 
 
 def test_a_damaged_pretrained_model_that_is_not_retrained_here_is_a_clear_error(clean_pretrained, tmp_path, caplog):
@@ -133,11 +144,8 @@ def clean_transplant(tmp_path_factory):
 @pytest.mark.parametrize("fault", FAULTS)
 def test_transplant_models(clean_transplant, tmp_path, caplog, fault):
     clean_root, recipe, state = clean_transplant
-    root, entry, named = _damaged_copy(clean_root, tmp_path, "transplant_models", fault)
-    with caplog.at_level(logging.WARNING):
-        model = load_role(recipe, "pretrained", root)[0]
-    assert _same_state(model.state_dict(), state)
-    assert_recomputed(caplog, entry, named, fault)
+    _assert_model_recomputed(clean_root, tmp_path, caplog, "transplant_models", fault,
+                             lambda root: load_role(recipe, "pretrained", root)[0].state_dict(), state)
 
 
 # ------------------------------------------------------------------- tuned blocks, alignments, scores
