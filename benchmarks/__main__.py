@@ -1,6 +1,6 @@
 """``python -m benchmarks [--quick] [--only a,b] [--out DIR]``: run the suite, write RESULTS.md and results.json.
 
-Every case builds real-sized random models from ``conf/model/*-random.yaml`` (no weights needed) and
+Every case builds real-sized random models from ``grafting/presets/models/*-random.yaml`` (no weights needed) and
 runs on the GPU when there is one. ``--quick`` uses a 2-layer model instead: seconds, for tests.
 """
 

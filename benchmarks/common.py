@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,10 +124,10 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[int, Any]:
 
 
 def model_spec(name: str) -> dict[str, Any]:
-    """A model preset of ``conf/model`` as a plain dict (random presets need no interpolation)."""
-    node = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
-    root = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "train.yaml"), {"model": node})
-    return OmegaConf.to_container(root.model, resolve=True)
+    """A shipped model preset (``grafting/presets/models``) as a plain dict."""
+    from grafting.api import model_spec as preset
+
+    return preset(name)
 
 
 def random_model(name: str, device: torch.device, seed: int | None = None) -> torch.nn.Module:

@@ -24,7 +24,7 @@ args = parser.parse_args()
 torch.manual_seed(0)
 out = Path(tempfile.mkdtemp(prefix="graft-in-python-"))
 
-# %% Load a host and a donor (model specs are plain dicts; conf/model/*.yaml are the presets)
+# %% Load a host and a donor (model specs are plain dicts; grafting/presets/models/*.yaml are the presets)
 if args.pair:
     host, donor, tokenizer = api.load_pair("tiny-host", "tiny-vanilla")
     ft, layer = api.FinetuneConfig(), 2

@@ -3,6 +3,7 @@
 from omegaconf import OmegaConf
 
 from grafting import hf_register as _hf_register
+from grafting.presets import register_presets
 from grafting.progress import show_progress
 
 # ${mul:a,b} scales sizes in configs (e.g. the tiny host-size ladder); int when both are integers.
@@ -16,6 +17,9 @@ if not OmegaConf.has_resolver("add"):
 # ${progress_bar:} turns progress bars on in a terminal, off under CI or without a TTY (grafting/progress.py).
 if not OmegaConf.has_resolver("progress_bar"):
     OmegaConf.register_new_resolver("progress_bar", show_progress)
+
+# Hydra's host/ and donor/ groups and the tiny recipe come from the presets shipped in the package.
+register_presets()
 
 # Saved grafted models load with AutoModelForCausalLM once transformers' Auto classes load (no torch here).
 _hf_register.install()

@@ -11,7 +11,7 @@ A notebook session, step by step (see ``examples/graft_in_python.py``)::
     api.align(grafted, host, donor, api.build_datamodule(api.DataSpec(), task, tok, seed=0))
     scores = api.evaluate({"Grafted": grafted, "Host": host}, tok, host, task)
 
-Model specs are dicts (``conf/host/*.yaml`` as plain data) or the name of a preset in ``conf/model``.
+Model specs are dicts (a preset as plain data) or the name of a preset shipped in ``grafting/presets/models``.
 The stages (``grafting/stages``) are thin adapters from the Hydra config to these calls.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import yaml
 
+from grafting import presets
 from grafting.alignment import AlignConfig, align_graft, load_translators_, save_translators
 from grafting.artifacts import MANIFEST, model_fingerprint
 from grafting.data.corpus import TextSource
@@ -65,9 +65,6 @@ __all__ = [
     "lora_rank_for", "model_spec", "plain_fit", "save_graft", "save_graft_with_manifest", "save_skillpack",
     "save_translators", "save_tuned_block", "swap_donor_block_", "task_data", "transplant_sweep",
 ]
-PRESETS = Path(__file__).resolve().parent.parent / "conf" / "model"
-# What the presets interpolate from train.yaml (the tiny pair's recipe): read from there, not repeated.
-_TRAIN_YAML = Path(__file__).resolve().parent.parent / "conf" / "train.yaml"
 
 align = align_graft
 evaluate = evaluate_models
@@ -79,27 +76,24 @@ class Pair(NamedTuple):
     tokenizer: Any
 
 
-def model_spec(name: str) -> dict[str, Any]:
-    """The model preset ``conf/model/<name>.yaml`` as a plain dict (the tiny pair's recipe filled in)."""
+def model_spec(name: str, role: str = "donor") -> dict[str, Any]:
+    """The shipped preset ``grafting/presets/models/<name>.yaml`` as it fills ``role`` (host or donor),
+    as a plain dict with the tiny pair's recipe filled in."""
     from omegaconf import OmegaConf
 
-    path = PRESETS / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError("model", f"no preset {name!r} in {PRESETS}.")
-    train = {k: v for k, v in yaml.safe_load(_TRAIN_YAML.read_text()).items() if k == "tiny"}
-    root = OmegaConf.create({**train, "model": yaml.safe_load(path.read_text())})
+    root = OmegaConf.create({"tiny": presets.tiny_recipe(), "model": presets.raw_preset(name, role)})
     return plain_dict(root.model)
 
 
-def _spec(model: str | Mapping[str, Any]) -> dict[str, Any]:
-    return model_spec(model) if isinstance(model, str) else dict(model)
+def _spec(model: str | Mapping[str, Any], role: str) -> dict[str, Any]:
+    return model_spec(model, role) if isinstance(model, str) else dict(model)
 
 
 def load_pair(host: str | Mapping[str, Any], donor: str | Mapping[str, Any],
               cache_dir: str | Path | None = None) -> Pair:
     """Host, donor and their shared tokenizer; a tiny pretrained preset that is missing is pretrained first."""
     models = {}
-    for key, spec in (("host", _spec(host)), ("donor", _spec(donor))):
+    for key, spec in (("host", _spec(host, "host")), ("donor", _spec(donor, "donor"))):
         if spec.get("source") == "tiny_pretrained":
             ensure_pretrained(spec, cache_dir)
         models[key] = load_model(spec, key, cache_dir)

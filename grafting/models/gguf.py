@@ -1,6 +1,6 @@
 """A real pretrained model shipped as a GGUF file inside a pip package, de-quantised once and cached.
 
-The ``gguf_package`` source (``conf/model/smollm2-135m.yaml``) names a Python package (``package``), the GGUF
+The ``gguf_package`` source (``grafting/presets/models/smollm2-135m.yaml``) names a Python package (``package``), the GGUF
 file inside it (``gguf_file``) and how to install it (``install``). The first load de-quantises the GGUF with
 transformers' loader (a few tens of seconds) and caches the float32 model and its tokenizer as safetensors
 under ``<cache>/gguf/<name>-<sha256 of the GGUF>-v<CONVERT_VERSION>`` (:mod:`grafting.cache`: every read

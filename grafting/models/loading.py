@@ -1,6 +1,6 @@
 """Load a host or donor model from its config node: hub id, local path, random preset or tiny pair.
 
-A model spec (``conf/host/*.yaml``, ``conf/donor/*.yaml``) has a ``source``:
+A model spec (a preset of ``grafting/presets/models``, as ``host`` or ``donor``) has a ``source``:
 
 - ``hub``: ``id`` and ``revision`` on the Hugging Face hub (the real Pythia checkpoints).
 - ``local``: ``path`` to any folder holding a saved transformers causal LM and its tokenizer.
