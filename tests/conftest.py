@@ -63,3 +63,58 @@ def compose_config(overrides: list[str], tmp_path: Path, config_name: str = "tra
         return compose(config_name=config_name, overrides=[
             f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",
             f"paths.cache_dir={os.environ['GRAFTING_CACHE_DIR']}", *overrides])
+
+
+def run_job(overrides: list[str], tmp_path: Path, config_name: str = "train") -> Path:
+    """Run a job in this process, as ``python train.py <overrides>`` (or ``evaluate.py``) would, and return its
+    output folder (``tmp_path/run``). The end-to-end tests (``-m e2e``) run the entry points themselves."""
+    cfg = compose_config(overrides, tmp_path, config_name)
+    if config_name == "train":  # what Hydra saves beside a run (evaluate.py run_dir= reads it back)
+        from omegaconf import OmegaConf
+
+        (tmp_path / "run" / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
+    if config_name == "evaluate":
+        from grafting.stages.evaluate import run
+
+        run(cfg, overrides=overrides)
+    else:
+        from grafting.stages import run
+
+        run(cfg)
+    return tmp_path / "run"
+
+
+def run_in_terminal(cmd: list[str], env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
+    """Run ``cmd`` with stdout and stderr on a pseudo-terminal (isatty() is True); return (rc, output)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import subprocess
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a real terminal has a size
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1.0)[0]:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return proc.wait(), b"".join(chunks).decode(errors="replace")

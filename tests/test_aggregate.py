@@ -3,13 +3,11 @@
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_job
 
 from grafting.errors import ConfigError
 from grafting.metrics.stats import seed_item_interval
@@ -98,8 +96,6 @@ def test_a_sweep_without_the_model_names_what_it_holds(tmp_path):
 def test_evaluate_py_reports_an_unreadable_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     _job(sweep, 0, ["seed=0"], {}, stage="transplant")
-    env = dict(os.environ, WANDB_MODE="disabled")
-    proc = subprocess.run([sys.executable, "evaluate.py", f"aggregate={sweep}", f"paths.log_dir={tmp_path / 'ev'}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "[aggregate] nothing to tabulate" in proc.stderr and "transplant (1 jobs)" in proc.stderr, proc.stderr[-2000:]
+    with pytest.raises(ConfigError, match=r"^\[aggregate\] nothing to tabulate") as err:
+        run_job([f"aggregate={sweep}"], tmp_path / "ev", config_name="evaluate")
+    assert "transplant (1 jobs)" in str(err.value)

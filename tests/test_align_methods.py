@@ -3,6 +3,9 @@ a new one with no other edit."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,15 +43,21 @@ def test_an_unknown_method_is_refused_naming_the_key_and_the_choices(tmp_path):
         validate_config(compose_config(["align.method=nope"], tmp_path))
 
 
+@pytest.mark.e2e
 def test_a_new_method_is_one_file_and_runs_from_the_cli(tmp_path):
-    """A toy method dropped into the folder: `python train.py align.method=toy` runs it, nothing else edited."""
-    from test_cli import _results, run_train
+    """A toy method dropped into the folder: `python train.py align.method=toy` runs it, nothing else edited.
+
+    A fresh process on purpose: the method list must come from the folder as it is when the command starts."""
+    from test_cli import _results
 
     toy = METHODS_DIR / "toy.py"
     assert not toy.exists()
     toy.write_text(TOY)
     try:
-        proc = run_train(["debug=smoke", "align.method=toy", "finetune.steps=2", "align.steps=2"], tmp_path)
+        cmd = [sys.executable, "train.py", f"paths.log_dir={tmp_path}", "debug=smoke", "align.method=toy",
+               "finetune.steps=2", "align.steps=2"]
+        proc = subprocess.run(cmd, cwd=METHODS_DIR.parents[2], env=dict(os.environ, WANDB_MODE="disabled"),
+                              capture_output=True, text=True, timeout=600)
     finally:
         toy.unlink()
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,23 +1,17 @@
-"""evaluate.py run_dir=: the evaluation settings of the command line are used and reported; the run is left alone."""
+"""evaluate.py run_dir=: the evaluation settings of the command line are used and reported; the run is left alone.
+
+The jobs run in this process (``conftest.run_job``); tests/test_cli.py runs evaluate.py itself once.
+"""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_job
 
+from grafting.cli import rewrite_model_override
 from grafting.models.loading import load_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(script: str, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="disabled")
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def multiline_model(folder: Path) -> None:
@@ -50,28 +44,26 @@ def run_dir(tmp_path_factory) -> Path:
     (no MLM scorer: not needed here)."""
     tmp = tmp_path_factory.mktemp("evaluate")
     multiline_model(tmp / "multiline")
-    proc = _run("train.py", ["debug=smoke", f"host={tmp / 'multiline'}", f"donor={tmp / 'multiline'}",
-                             "evaluation.task_points=8", "evaluation.language.mlm_model=null",
-                             f"paths.log_dir={tmp / 'runs'}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return next((tmp / "runs").rglob("results.json")).parent
+    return run_job(["debug=smoke", "host=local", f"host.path={tmp / 'multiline'}", "donor=local",
+                    f"donor.path={tmp / 'multiline'}", "evaluation.task_points=8",
+                    "evaluation.language.mlm_model=null"], tmp / "train")
 
 
 def _snapshot(folder: Path) -> dict[str, float]:
     return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*") if p.is_file()}
 
 
-def test_command_line_evaluation_settings_are_used_and_reported(run_dir, tmp_path):
+def test_command_line_evaluation_settings_are_used_and_reported(run_dir, tmp_path, capsys):
     saved = json.loads((run_dir / "results.json").read_text())["models"]
     sample = saved["Host"]["samples"][0]  # the run scored the answer line of a multi-line output
     assert sample["answer_line"] == "1" and sample["output"].startswith("1\n1")
     before = _snapshot(run_dir)
-    proc = _run("evaluate.py", [f"run_dir={run_dir}", "evaluation.first_line_only=false", "evaluation.task_points=200",
-                                "task.n=5", f"paths.log_dir={tmp_path}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "evaluation.first_line_only: True -> False" in proc.stdout, proc.stdout[-2000:]
-    assert "evaluation.task_points: 8 -> 200" in proc.stdout
-    assert "not applied to the re-evaluation of a run (its own config is used): task.n=5" in proc.stdout
+    run_job([f"run_dir={run_dir}", "evaluation.first_line_only=false", "evaluation.task_points=200", "task.n=5"],
+            tmp_path, config_name="evaluate")
+    stdout = capsys.readouterr().out
+    assert "evaluation.first_line_only: True -> False" in stdout, stdout[-2000:]
+    assert "evaluation.task_points: 8 -> 200" in stdout
+    assert "not applied to the re-evaluation of a run (its own config is used): task.n=5" in stdout
     assert _snapshot(run_dir) == before  # nothing written into the run
     evaluation = json.loads(next(tmp_path.rglob("evaluation.json")).read_text())
     assert evaluation["settings_changed"] == {"evaluation.first_line_only": {"run": True, "now": False},
@@ -86,13 +78,11 @@ def test_command_line_evaluation_settings_are_used_and_reported(run_dir, tmp_pat
     assert scores["Host"]["f_S"] == 0.0 and saved["Host"]["f_S"] == 1.0
 
 
-
 def test_a_saved_model_folder_is_evaluated(run_dir, tmp_path):
-    """`evaluate.py model=<folder>`: `model` is also a config group, so the folder must still reach the runner."""
+    """`evaluate.py model=<folder>`: the command line's ``model=`` reaches the runner as ``model_dir``."""
     folder = next(p / "multiline" for p in run_dir.parents if (p / "multiline").is_dir())
-    proc = _run("evaluate.py", [f"model={folder}", "debug=smoke", "evaluation.task_points=8",
-                                "evaluation.language.mlm_model=null", f"paths.log_dir={tmp_path}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_job(rewrite_model_override([f"model={folder}", "debug=smoke", "evaluation.task_points=8",
+                                    "evaluation.language.mlm_model=null"]), tmp_path, config_name="evaluate")
     scores = json.loads(next(tmp_path.rglob("evaluation.json")).read_text())["models"]
     assert set(scores) == {"multiline", "Host"}
     assert scores["multiline"]["samples"][0]["answer_line"] == "1" and scores["multiline"]["f_S"] == 1.0

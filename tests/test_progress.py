@@ -1,15 +1,13 @@
-"""Progress bars: on in a terminal, off under CI or without a TTY."""
+"""Progress bars: on in a terminal, off under CI or without a TTY (tests/test_cli.py runs train.py under CI in a
+terminal and finds no bar)."""
 
 import os
 import re
-import select
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, run_in_terminal
 from omegaconf import OmegaConf
 
 import grafting  # noqa: F401  (registers ${progress_bar:})
@@ -19,38 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BAR = re.compile(r"\d+%\||\d(?:it/s|s/it)|━")  # tqdm's "40%|", its rate, and rich's bar glyph
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
-
-
-def run_in_terminal(cmd: list[str], env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
-    """Run ``cmd`` with stdout and stderr on a pseudo-terminal (isatty() is True); return (rc, output)."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a real terminal has a size
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
-    os.close(slave)
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not select.select([master], [], [], 1.0)[0]:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-    return proc.wait(), b"".join(chunks).decode(errors="replace")
 
 
 def _env(ci: bool) -> dict[str, str]:
@@ -82,13 +48,3 @@ def test_progress_in_a_terminal(ci):
     rc, out = run_in_terminal([sys.executable, "-c", code], _env(ci), timeout=120)
     assert rc == 0, out[-2000:]
     assert bool(BAR.search(out)) is not ci, out[-2000:]
-
-
-def test_smoke_run_under_ci_shows_no_bars(tmp_path):
-    """`CI=true python train.py debug=smoke` in a terminal: the whole log is free of bars."""
-    cmd = [sys.executable, "train.py", f"paths.log_dir={tmp_path}", "debug=smoke",
-           "evaluation.language.mlm_model=null"]  # the run, not the shipped MLM scorer, is under test
-    rc, out = run_in_terminal(cmd, _env(ci=True))
-    assert rc == 0, out[-3000:]
-    assert "Table 1: modular addition" in out
-    assert not BAR.search(out), BAR.search(out)

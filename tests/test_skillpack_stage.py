@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, run_job
 
 from grafting.errors import ConfigError
 from grafting.models.loading import load_model
@@ -19,16 +16,11 @@ from grafting.stages.skillpack_common import check_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_skillpack_stage_smoke(tmp_path):
-    # one thread: on a shared CI core, threaded BLAS on these tiny matrices mostly spins
-    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "train.py", "stage=skillpack", "debug=smoke", f"paths.log_dir={tmp_path}",
-           "skill.fuse=[copy]", "skillpack.budget.fractions=[0.02,0.05]", "skillpack.budget.bitdelta_steps=5",
-           "skillpack.lora.lrs=[1e-3,1e-2]", "skill.n_val=8"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Storage vs quality" in proc.stdout and "router (top-1)" in proc.stdout
-    run_dir = next(tmp_path.rglob("results.json")).parent
+def test_skillpack_stage_smoke(tmp_path, capsys):
+    run_dir = run_job(["stage=skillpack", "debug=smoke", "skill.fuse=[copy]", "skillpack.budget.fractions=[0.02,0.05]",
+                       "skillpack.budget.bitdelta_steps=5", "skillpack.lora.lrs=[1e-3,1e-2]", "skill.n_val=8"], tmp_path)
+    stdout = capsys.readouterr().out
+    assert "Storage vs quality" in stdout and "router (top-1)" in stdout
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["storage"]) == {"modadd", "copy"}
     methods = {r["method"].split(" ")[0]: r for r in results["storage"]["modadd"]}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from wandb.proto import wandb_internal_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,7 @@ def wandb_records(path: Path):
             yield record
 
 
+@pytest.mark.slow  # a multirun (Hydra's job names come from its launcher): a subprocess
 def test_offline_run_per_job_with_table_metrics(tmp_path):
     env = dict(os.environ, WANDB_MODE="offline")
     proc = subprocess.run([sys.executable, "train.py", f"paths.log_dir={tmp_path}", "debug=smoke", "logger=wandb",
