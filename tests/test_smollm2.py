@@ -67,6 +67,7 @@ def converted(direct, tmp_path_factory):
 
 
 @needs_package
+@pytest.mark.slow  # de-quantises the real model once (20-60 s)
 def test_cached_conversion_gives_the_direct_gguf_logits(direct, converted):
     _, tokenizer, reference = direct
     root, entry = converted
@@ -82,6 +83,7 @@ def test_cached_conversion_gives_the_direct_gguf_logits(direct, converted):
 
 
 @needs_package
+@pytest.mark.slow  # de-quantises the real model once (20-60 s)
 def test_a_damaged_entry_is_refused_and_converted_again(direct, converted, tmp_path, caplog, monkeypatch):
     model, tokenizer, reference = direct
     root = tmp_path / "cache"
@@ -105,6 +107,7 @@ def test_a_damaged_entry_is_refused_and_converted_again(direct, converted, tmp_p
 
 
 @needs_package
+@pytest.mark.slow  # de-quantises the real model once (20-60 s)
 def test_the_preset_composes_validates_and_loads_as_a_pair(converted, tmp_path):
     from grafting.validation import unchecked_keys, validate_config
 
