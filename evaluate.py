@@ -6,9 +6,11 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    from grafting.console import setup_run_logging
     from grafting.progress import quiet_library_bars
     from grafting.stages.evaluate import run
 
+    setup_run_logging()
     quiet_library_bars()
     run(cfg)
 

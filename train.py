@@ -8,8 +8,10 @@ from grafting.cli import rewrite_path_overrides
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    from grafting.console import setup_run_logging
     from grafting.stages import run
 
+    setup_run_logging()
     run(cfg)
 
 

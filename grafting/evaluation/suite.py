@@ -14,6 +14,7 @@ import torch
 
 from grafting import cache
 from grafting.artifacts import model_fingerprint, write_json_atomic
+from grafting.console import FILE_ONLY
 from grafting.data.corpus import TextSource, text_source
 from grafting.data.modular import ModularAddition, task_from_config
 from grafting.evaluation.language_eval import (
@@ -138,7 +139,7 @@ def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.n
     # models side by side, one single-thread process each, as many as the job has threads (evaluation/parallel.py)
     names = list(todo)
     for name, scores in zip(names, map_forked(score, names, workers_for(len(names), device)), strict=True):
-        log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "samples"})
+        log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "samples"}, extra=FILE_ONLY)
         results[name] = scores
         cached, recipe = todo[name]
         if cached is not None:

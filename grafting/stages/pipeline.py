@@ -12,6 +12,7 @@ transfer claim is a claim against them:
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 import grafting.stages.align_methods as align_methods
@@ -27,18 +28,24 @@ from grafting.stages.common import (
     load_pair,
 )
 
+log = logging.getLogger(__name__)
+
 
 def run(cfg) -> dict[str, Any]:
     ctx = RunContext.from_config(cfg)
     try:
         donor, host, tokenizer = load_pair(ctx)
         layer, dest = int(cfg.graft.layer), int(cfg.graft.dest)
+        log.info("1/4 fine-tune: donor %s block %d on %s (%s, %d steps)", cfg.donor.name, layer, cfg.task.kind,
+                 cfg.finetune.method, cfg.finetune.steps)
         tuned_model, tuned_block = finetune_or_resume(ctx, donor, tokenizer)
 
         # original: align around the vanilla block, then swap in the tuned one; direct: tuned from the start.
         start = tuned_block if cfg.graft.strategy == "direct" else None
         span = int(cfg.graft.get("span", 1))
         grafted = api.build_graft(host, donor, layer, dest, cfg.graft.translator, block=start, span=span)
+        log.info("2/4 align: Pre-T then Post-T around host %s block %d (%s loss, %d steps each)", cfg.host.name,
+                 dest, cfg.loss.kind, cfg.align.steps)
         history = align_from_config(ctx, grafted, host, donor, tokenizer)
         controls = {}
         if cfg.evaluation.get("controls", True):
@@ -51,6 +58,7 @@ def run(cfg) -> dict[str, Any]:
             api.swap_donor_block_(grafted, tuned_block)
         # the chosen method's phases after the paper's (grafting/stages/align_methods/<align.method>.py)
         method = align_methods.get(str(cfg.align.get("method", "paper")))
+        log.info("3/4 align.method=%s", cfg.align.get("method", "paper"))
         history.update(method.refine(ctx, grafted, controls, host, tuned_model, tokenizer))
         api.save_graft_with_manifest(grafted, ctx.run_dir / "graft", {"graft": plain(cfg.graft)},
                                      overwrite=bool(cfg.get("overwrite", False) or cfg.get("resume", False)))
@@ -58,6 +66,7 @@ def run(cfg) -> dict[str, Any]:
         if cfg.evaluation.get("host_lora", False):
             controls["HostLoRA"] = host_lora_control(ctx, host, grafted, tokenizer)
         models = {"Tuned": tuned_model, "Grafted": grafted, **controls, "Vanilla": donor, "Host": host}
+        log.info("4/4 score: %s", ", ".join(models))
         cache = ctx.cache_dir if cfg.evaluation.get("cache", False) else None
         scores = evaluate(cfg, models, tokenizer, host=host, cache_dir=cache)
         markdown = pipeline_markdown(scores)
