@@ -25,7 +25,7 @@ def rewrite_path_overrides(argv: list[str] | None = None) -> list[str]:
 
 
 def rewrite_model_override(argv: list[str] | None = None) -> list[str]:
-    """``evaluate.py model=<folder>``: ``model`` is also a config group, so pass it on as ``model_dir``."""
+    """``evaluate.py model=<folder>``: passed on as ``model_dir`` (the key that holds it in conf/evaluate.yaml)."""
     argv = sys.argv if argv is None else argv
     argv[:] = [f"model_dir={a.split('=', 1)[1]}" if a.startswith("model=") else a for a in argv]
     return argv

@@ -36,21 +36,33 @@ def _is_console(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
 
 
+_CONFIGURED = False
+
+
 def setup_run_logging() -> None:
-    """Call once the job's logging is configured (inside ``@hydra.main``): filter the terminal handlers, send
-    library loggers through them once, and log library warnings instead of printing them."""
+    """Call once the job's logging is configured (inside ``@hydra.main``): filter the terminal handlers and log
+    library warnings instead of printing them. Cheap: a bad config still fails in about a second."""
+    global _CONFIGURED
+    for handler in logging.getLogger().handlers:
+        if _is_console(handler) and not any(isinstance(f, ConsoleFilter) for f in handler.filters):
+            handler.addFilter(ConsoleFilter())
+    logging.captureWarnings(True)
+    _CONFIGURED = True
+
+
+def quiet_libraries() -> None:
+    """After the config checks, before any training: send Lightning's and transformers' lines through the root's
+    handlers (once each) instead of their own console handlers. Does nothing unless :func:`setup_run_logging` ran
+    (a library user's logging is theirs)."""
+    if not _CONFIGURED:
+        return
     import lightning  # noqa: F401  (it adds its console handler on import, whatever the logging config says)
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_default_handler()  # transformers' own "[transformers] ..." handler: through the root's instead
+    hf_logging.disable_default_handler()  # transformers' own "[transformers] ..." handler
     hf_logging.enable_propagation()
-
     for name in SELF_HANDLED:
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if _is_console(h)]:
             logger.removeHandler(handler)
         logger.propagate = True
-    for handler in logging.getLogger().handlers:
-        if _is_console(handler) and not any(isinstance(f, ConsoleFilter) for f in handler.filters):
-            handler.addFilter(ConsoleFilter())
-    logging.captureWarnings(True)

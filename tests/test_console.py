@@ -7,7 +7,8 @@ import warnings
 
 import pytest
 
-from grafting.console import FILE_ONLY, ConsoleFilter, setup_run_logging
+import grafting.console as console_module
+from grafting.console import FILE_ONLY, ConsoleFilter, quiet_libraries, setup_run_logging
 
 
 @pytest.fixture
@@ -31,11 +32,13 @@ def handlers():
         logging.getLogger(name).handlers[:] = hs
         logging.getLogger(name).propagate = propagate
     logging.captureWarnings(False)
+    console_module._CONFIGURED = False
 
 
 def test_each_line_once_and_only_ours_on_the_terminal(handlers):
     terminal, logfile = handlers
     setup_run_logging()
+    quiet_libraries()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").info("GPU available: False")
     logging.getLogger("lightning.pytorch").info("💡 Tip: try a cloud product")
     logging.getLogger("grafting.stages.pipeline").info("1/4 fine-tune")

@@ -31,6 +31,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from grafting.validation import validate_config
 
     validate_config(cfg)
+    from grafting.console import quiet_libraries
+
+    quiet_libraries()  # now, not before the checks: it imports Lightning
     if name not in ("pretrain", "pretrain_mlm"):  # those train (or ship) the models themselves
         _ensure_pretrained(cfg)
     return importlib.import_module(STAGES[name]).run(cfg)

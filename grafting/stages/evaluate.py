@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from grafting.artifacts import RESULTS, write_json_atomic, write_text_atomic
+from grafting.console import quiet_libraries
 from grafting.errors import ConfigError
 from grafting.evaluation.tables import pipeline_markdown
 from grafting.grafted import build_grafted, load_graft_
@@ -85,6 +86,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Aggregate a sweep, re-evaluate a run (with the ``evaluation.*`` settings of the command line, or of
     ``overrides``) or evaluate a saved model. Everything is written to this job's own output folder."""
     validate_config(cfg)  # every key, before any model is loaded
+    quiet_libraries()
     out_dir = Path(cfg.paths.output_dir)
     if cfg.get("aggregate"):
         from grafting.reporting.aggregate import aggregate
