@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from grafting import cache
+from grafting import cache, names
 from grafting.artifacts import (
     load_tensors_with_manifest,
     save_tensors_with_manifest,
@@ -31,8 +31,8 @@ from grafting.training import Fit, plain_fit
 from grafting.translators import least_squares_map
 
 log = logging.getLogger(__name__)
-SOLVERS = ("adam", "lstsq", "procrustes")
-INITS = ("identity", "lstsq", "procrustes")  # adam only: where its steps start
+SOLVERS = names.SOLVERS
+INITS = names.INITS  # adam only: where its steps start
 
 
 @dataclass(frozen=True)
