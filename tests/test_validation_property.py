@@ -248,7 +248,7 @@ def invalid(key: str, tp: Any, meta: list[Any]) -> st.SearchStrategy:
     nullable = any(m is type(None) for m, _ in members)
     members = [(m, mm) for m, mm in members if m is not type(None)]
     assert len(members) == 1, f"{key}: a union of several kinds; list its invalid values in HANDPICKED"
-    (tp, extra), meta = members[0], meta + members[0][1]
+    tp, meta = members[0][0], meta + members[0][1]
     s = [] if nullable else [st.none()]
     if tp is bool:
         s += [TEXT, st.integers()]
