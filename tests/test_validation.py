@@ -20,7 +20,14 @@ from grafting.data.datasets import TaskSFTDataset, TextChunkDataset
 from grafting.data.modular import ModExample, ModularAddition
 from grafting.errors import ConfigError
 from grafting.models.loading import load_model, same_tokenizer
-from grafting.schema import AlignConfig, DistillConfig, FinetuneConfig, validate_config
+from grafting.schema import (
+    AlignConfig,
+    DistillConfig,
+    EvalSettings,
+    FinetuneConfig,
+    LanguageSettings,
+    validate_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +133,7 @@ def test_default_config_is_valid_and_typed(tmp_path):
 def test_the_recipes_defaults_are_train_yaml(tmp_path):
     """The API's recipes and the stages read the same defaults: the schema's, equal to conf/train.yaml's."""
     from grafting.plain import plain_dict
-    from grafting.schema.graft import Align, FinetuneNode, Loss
+    from grafting.schema.graft import Align, Evaluation, FinetuneNode, Loss
 
     cfg = compose_config([], tmp_path)
     assert Align.of(plain_dict(cfg.align)) == Align() and FinetuneNode.of(plain_dict(cfg.finetune)) == FinetuneNode()
@@ -134,6 +141,8 @@ def test_the_recipes_defaults_are_train_yaml(tmp_path):
     assert AlignConfig.of_config(plain_dict(cfg.align), plain_dict(cfg.loss)) == AlignConfig()
     assert FinetuneConfig.of_config(plain_dict(cfg.finetune)) == FinetuneConfig()
     assert DistillConfig.of(plain_dict(cfg.align.distill)) == DistillConfig()
+    assert Evaluation.of(plain_dict(cfg.evaluation)) == Evaluation()
+    assert EvalSettings.of_config(plain_dict(cfg.evaluation)) == EvalSettings()
     # A key left out of a config gets the same default (stages/common.py has no defaults of its own).
     assert AlignConfig.of_config({"steps": 5}, {"kind": "logits", "distance": "kl", "temperature": 1.0}) == \
         AlignConfig(steps=5, loss="logits")
@@ -143,6 +152,9 @@ def test_the_recipes_defaults_are_train_yaml(tmp_path):
     (lambda: FinetuneConfig(lora_dropout=1.0), "finetune.lora_dropout"), (lambda: FinetuneConfig(method="qlora"), "finetune.method"),
     (lambda: FinetuneConfig(steps=True), "finetune.steps"), (lambda: DistillConfig(steps=0), "align.distill.steps"),
     (lambda: AlignConfig(reading="argmax"), "loss.reading"), (lambda: AlignConfig(stepz=3), "align.stepz"),
+    (lambda: EvalSettings(task_points=0), "evaluation.task_points"),
+    (lambda: EvalSettings(language={"kl_texts": -1}), "evaluation.language.kl_texts"),
+    (lambda: LanguageSettings(mlm_model=3.5j), "evaluation.language.mlm_model"),
 ])
 def test_recipes_name_the_key(make, key):
     with pytest.raises(ConfigError) as err:

@@ -2,8 +2,9 @@
 
 :func:`validate_config` checks a composed Hydra config against :class:`Config` (the root: one field per
 node) and raises :class:`~grafting.errors.ConfigError` naming the dotted key. The API takes the same
-models: :class:`FinetuneConfig`, :class:`AlignConfig` and :class:`DistillConfig` are the recipes of the
-``finetune``, ``align`` + ``loss`` and ``align.distill`` nodes, with the YAML's defaults.
+models: :class:`FinetuneConfig`, :class:`AlignConfig`, :class:`DistillConfig`, :class:`EvalSettings` and
+:class:`LanguageSettings` are the recipes of the ``finetune``, ``align`` + ``loss``, ``align.distill``,
+``evaluation`` and ``evaluation.language`` nodes, with the YAML's defaults.
 
 Allowed names come from the registries (their names, torch-free, in :mod:`grafting.names`); importing this
 package imports no torch, so ``python train.py <bad value>`` fails in about a second.
@@ -18,6 +19,7 @@ package imports no torch, so ``python train.py <bad value>`` fails in about a se
 """
 
 from grafting.schema.config import Config, validate_config
-from grafting.schema.graft import AlignConfig, DistillConfig, FinetuneConfig
+from grafting.schema.graft import AlignConfig, DistillConfig, EvalSettings, FinetuneConfig, LanguageSettings
 
-__all__ = ["AlignConfig", "Config", "DistillConfig", "FinetuneConfig", "validate_config"]
+__all__ = ["AlignConfig", "Config", "DistillConfig", "EvalSettings", "FinetuneConfig", "LanguageSettings",
+           "validate_config"]

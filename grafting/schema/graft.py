@@ -1,6 +1,6 @@
 """The layer-grafting nodes: ``graft``, ``task``, ``corpus``, ``dataloader``, ``loss``, ``finetune``, ``align``,
 ``evaluation``; and the typed recipes the API takes (:class:`FinetuneConfig`, :class:`AlignConfig`,
-:class:`DistillConfig`).
+:class:`DistillConfig`, :class:`EvalSettings`, :class:`LanguageSettings`).
 
 The recipes' defaults are the ones of conf/train.yaml (tests/test_validation.py holds them equal): a stage
 reads its recipe from the config through these models (:meth:`AlignConfig.of_config`), so a key left out of
@@ -170,31 +170,44 @@ class AlignConfig(AlignSteps):
                    distance=kind.distance, reading=kind.reading, temperature=kind.temperature)
 
 
-class Language(Node):
-    """``evaluation.language``: the general-language metrics."""
+class LanguageSettings(Recipe):
+    """How language preservation is measured (``evaluation.language``)."""
 
-    n_texts: Pos = None
-    prompt_tokens: Pos = None
-    max_new_tokens: Pos = None
-    batch_size: Pos = None
-    mlm_model: Text | None = None
-    mlm_top_k: Pos = None
-    kl_texts: Pos = None
-    kl_seq_len: Pos = None
+    KEY = "evaluation.language"
+    n_texts: Pos = 100  # held-out texts whose truncation each model continues
+    prompt_tokens: Pos = 32
+    max_new_tokens: Pos = 32
+    batch_size: Pos = 32
+    mlm_model: Text | None = "builtin"  # the shipped tiny BERT; a hub id, a folder, or None (no MLM)
+    mlm_top_k: Pos = 10
+    kl_texts: Pos = 64  # held-out chunks the next-token KL to the host is measured on
+    kl_seq_len: Pos = 64
 
 
-class Evaluation(Node):
-    """``evaluation``: task and language scores of every model."""
+class EvalSettings(Recipe):
+    """How models are scored (``evaluation``, less its switches for the stages)."""
 
-    task_points: Pos = None
-    validation_points: Count = None
-    batch_size: Pos = None
-    max_new_tokens: Pos = None
-    first_line_only: bool = None
-    n_samples: Count = None
-    controls: bool = None
-    host_lora: bool = None
-    cache: bool = None
-    score_whole_output: bool = None
-    device: Text = None
-    language: Language = None
+    KEY = "evaluation"
+    task_points: Pos = 1000  # test problems, never trained on
+    validation_points: Count = 0  # also score this many validation problems (val_f_H, ...): where choices are made
+    batch_size: Pos = 128
+    max_new_tokens: Pos = 8
+    first_line_only: bool = True  # f_H / f_S / fact on the answer line
+    n_samples: Count = 8  # raw outputs kept per model
+    device: Text = "auto"
+    language: LanguageSettings = LanguageSettings()
+
+    @classmethod
+    def of_config(cls, evaluation: Mapping[str, Any]) -> EvalSettings:
+        """The settings of an ``evaluation`` node (plain data)."""
+        node = Evaluation.of(evaluation)
+        return cls(**node.model_dump(include=set(cls.model_fields)))
+
+
+class Evaluation(EvalSettings):
+    """``evaluation``: the settings, and the pipeline's switches."""
+
+    controls: bool = True  # also score the graft with the vanilla block and with identity translators
+    host_lora: bool = False  # also score the host with LoRA on block graft.dest (as many parameters)
+    cache: bool = False  # read back the scores of a model already evaluated (<cache>/scores)
+    score_whole_output: bool = None  # no longer read (every score is kept per line and whole); still accepted
