@@ -11,6 +11,8 @@ absent (the stage that reads it has the YAML's value) but not null.
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar
 
@@ -51,7 +53,7 @@ class Node(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as err:
-            raise config_error(err, data, cls.KEY if key is None else key, cls.KEYS) from None
+            raise config_error(err, data, cls.KEY if key is None else key, cls.KEYS, model=cls) from None
 
 
 class Recipe(Node):
@@ -63,7 +65,7 @@ class Recipe(Node):
         try:
             super().__init__(**data)
         except ValidationError as err:
-            raise config_error(err, data, self.KEY, self.KEYS) from None
+            raise config_error(err, data, self.KEY, self.KEYS, model=type(self)) from None
 
 
 class Kwargs(Node):
@@ -79,11 +81,12 @@ def show(value: Any) -> str:
 
 def config_error(err: ValidationError, data: Any, prefix: str = "", keys: Mapping[str, str] | None = None,
                  origin: Callable[[str], str] = lambda key: key, first: Callable[[str], bool] = lambda key: True,
-                 ) -> ConfigError:
+                 model: type[BaseModel] | None = None) -> ConfigError:
     """A :class:`ConfigError` naming the key of the first problem in ``err`` (raised validating ``data``).
 
     ``origin`` maps a key to the key its value was written to (interpolation); problems at keys for which
     ``first`` holds are reported before the others. Lists are leaves: an item's problem names the list.
+    ``model``: the model ``data`` was validated against (an unknown key's error lists its node's keys).
     """
     found: dict[str, list[str]] = {}
     values: dict[str, Any] = {}
@@ -98,6 +101,11 @@ def config_error(err: ValidationError, data: Any, prefix: str = "", keys: Mappin
             else:
                 key = ".".join([prefix, *path] if prefix else path) or prefix or "<config>"
             message = _describe(e)
+            if e["type"] == "extra_forbidden" and model is not None:
+                known = _keys_at(model, path[:-1])
+                if known:
+                    message = f"is not a key of {'.'.join([prefix, *path[:-1]] if prefix else path[:-1]) or 'the config'} " \
+                              f"(its keys: {', '.join(known)})"
             values.setdefault(origin(key), value)
         found.setdefault(origin(key), []).append(message)
     key = next((k for k in found if first(k)), next(iter(found)))
@@ -122,6 +130,38 @@ def _path(data: Any, loc: Sequence[Any], kind: str) -> tuple[list[str], Any]:
             path.append(str(part))
             node = None
     return path, node
+
+
+def _node_type(tp: Any) -> Any:
+    """The model or mapping type inside ``Annotated`` / ``Optional`` / a union, else None."""
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [_node_type(m) for m in typing.get_args(tp)]
+        return next((t for t in found if t is not None), None)
+    if isinstance(tp, type) and issubclass(tp, BaseModel) or typing.get_origin(tp) is dict:
+        return tp
+    return None
+
+
+def _keys_at(model: type[BaseModel], path: Sequence[str]) -> list[str]:
+    """The keys of the node at ``path`` below ``model`` (empty when it is not a node of the schema)."""
+    tp: Any = model
+    for part in path:
+        tp = _node_type(tp)
+        if typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        elif tp is not None:
+            fields = {f.alias or name: f for name, f in tp.model_fields.items()}
+            if part not in fields:
+                return []
+            tp = fields[part].annotation
+        else:
+            return []
+    tp = _node_type(tp)
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return []
+    return [f.alias or name for name, f in tp.model_fields.items()]
 
 
 def _describe(e: Mapping[str, Any]) -> str:

@@ -182,7 +182,7 @@ def validate_config(cfg: DictConfig) -> Config:
         return Config.model_validate(data)
     except ValidationError as err:
         raise config_error(err, data, origin=lambda key: origin(raw, key),
-                           first=lambda key: key not in interpolated) from None
+                           first=lambda key: key not in interpolated, model=Config) from None
 
 
 def _has_interpolation(value: Any) -> bool:
