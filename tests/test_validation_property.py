@@ -33,11 +33,17 @@ from grafting.errors import ConfigError
 from grafting.schema import Config, validate_config
 from grafting.schema.base import Kwargs
 
-CONF = Path(CONF_DIR)
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The options of a config group, in conf/ or in Hydra's ConfigStore (what ``import grafting`` stores)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import grafting  # noqa: F401 (registers what the package stores)
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 CONFIGS: list[tuple[str, ...]] = [()]
