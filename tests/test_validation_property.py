@@ -34,7 +34,6 @@ from grafting.schema import Config, validate_config
 from grafting.schema.base import Kwargs
 
 
-
 def _options(group: str) -> list[str]:
     """The options of a config group, in conf/ or in Hydra's ConfigStore (what ``import grafting`` stores)."""
     from hydra import initialize_config_dir
