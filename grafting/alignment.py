@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,53 +22,15 @@ from grafting.artifacts import (
     save_tensors_with_manifest,
     write_tensors_with_manifest,
 )
-from grafting.errors import ArtifactError, ConfigError
+from grafting.errors import ArtifactError
 from grafting.grafted import graft_of
-from grafting.losses import DISTANCES, KINDS, READINGS, mse
+from grafting.losses import mse
 from grafting.modules.translator_align import PHASES, PrefixCache, TranslatorAlignModule
+from grafting.schema.graft import AlignConfig  # the recipe: the align and loss nodes (defaults, checks)
 from grafting.training import Fit, plain_fit
 from grafting.translators import least_squares_map
 
 log = logging.getLogger(__name__)
-SOLVERS = ("adam", "lstsq", "procrustes")
-INITS = ("identity", "lstsq", "procrustes")  # adam only: where its steps start
-
-
-@dataclass(frozen=True)
-class AlignConfig:
-    """The alignment recipe (the ``align`` and ``loss`` config nodes)."""
-
-    steps: int = 200  # per phase
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    val_check_interval: int = 100
-    limit_val_batches: int = 4
-    solver: str = "adam"  # adam | lstsq | procrustes
-    init: str = "identity"  # identity | lstsq | procrustes (adam only: start from that closed form)
-    lstsq_batches: int = 16
-    loss: str = "residual"  # residual | logits (loss.kind)
-    distance: str = "kl"  # kl | mse | cosine
-    reading: str = "logit_lens"  # logit_lens | hidden (residual losses)
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        """A typed call errs as the command line does: the message names the config key of the field."""
-        choices = {"solver": ("align.solver", SOLVERS), "init": ("align.init", INITS), "loss": ("loss.kind", KINDS),
-                   "distance": ("loss.distance", tuple(DISTANCES)), "reading": ("loss.reading", READINGS)}
-        for name, (key, allowed) in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(key, f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
-        minimum = {"steps": ("align.steps", 1), "val_check_interval": ("align.val_check_interval", 1),
-                   "lstsq_batches": ("align.lstsq_batches", 1), "limit_val_batches": ("align.limit_val_batches", 0)}
-        for name, (key, low) in minimum.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(key, f"must be an integer >= {low}; got {value!r}.")
-        for name, key, allow_zero in (("lr", "align.lr", False), ("weight_decay", "align.weight_decay", True),
-                                      ("temperature", "loss.temperature", False)):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (value == 0 and not allow_zero):
-                raise ConfigError(key, f"must be a number {'>=' if allow_zero else '>'} 0; got {value!r}.")
 
 
 @torch.no_grad()

@@ -8,7 +8,6 @@ both KLs are measured on held-out text and on the first task batches.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,8 @@ import torch
 
 from grafting.artifacts import load_tensors_with_manifest, save_tensors_with_manifest
 from grafting.modules.translator_distill import TranslatorDistillModule
+from grafting.schema.graft import DistillConfig  # the recipe: the align.distill node
 from grafting.training import Fit, plain_fit
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """The ``align.distill`` config node."""
-
-    steps: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    task_weight: float = 1.0
-    text_weight: float = 1.0
-    eval_batches: int = 4
 
 
 class TaskAndText(L.LightningDataModule):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +16,11 @@ from grafting.cache import lookup, store
 from grafting.data.datamodule import DataSpec, GraftingDataModule, build_datamodule, data_spec
 from grafting.data.modular import ModularAddition
 from grafting.modules.layer_finetune import LayerFinetuneModule
+from grafting.schema.graft import FinetuneConfig  # the recipe: the finetune node
 from grafting.training import Fit, plain_fit
 from grafting.tuned_block import load_tuned_block, save_tuned_block, with_block
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """The fine-tuning recipe (the ``finetune`` config node, less its ``cache`` switch)."""
-
-    method: str = "lora"  # lora | full
-    steps: int = 300
-    lr: float = 1e-3
-    batch_size: int = 32
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    weight_decay: float = 0.0
 
 
 def task_data(task: ModularAddition, tokenizer, batch_size: int, seed: int,

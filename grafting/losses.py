@@ -16,7 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from grafting import threads
+from grafting import names, threads
+from grafting.names import registry
 
 
 def _masked_mean(per_position: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -169,12 +170,12 @@ def labelled_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], ign
     return F.cross_entropy(logits.float(), targets[keep])
 
 
-DISTANCES: dict[str, Callable[..., torch.Tensor]] = {"mse": mse, "cosine": cosine, "kl": kl}
-KINDS = ("residual", "logits")
+DISTANCES: dict[str, Callable[..., torch.Tensor]] = registry(names.DISTANCES, {"mse": mse, "cosine": cosine, "kl": kl})
+KINDS = names.LOSS_KINDS
 # How a residual loss reads the two streams (``loss.reading``): ``hidden`` compares the vectors as they
 # are (``kl`` = softmax over the hidden dimension); ``logit_lens`` first decodes both through the
 # reference model's final norm and unembedding, so ``kl`` compares next-token distributions.
-READINGS = ("logit_lens", "hidden")
+READINGS = names.READINGS
 
 
 def get_distance(name: str, temperature: float = 1.0) -> Callable[..., torch.Tensor]:

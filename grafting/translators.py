@@ -13,6 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from grafting import names
+from grafting.names import registry
+
 
 def rectangular_identity(d_out: int, d_in: int) -> torch.Tensor:
     """The ``d_out x d_in`` identity: truncated when narrowing, zero-padded when widening."""
@@ -95,7 +98,8 @@ def procrustes_map(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
 
 CLOSED_FORMS = {"lstsq": least_squares_map, "procrustes": procrustes_map}
 
-TRANSLATORS: dict[str, type[nn.Module]] = {"linear": LinearTranslator, "affine": AffineTranslator}
+TRANSLATORS: dict[str, type[nn.Module]] = registry(names.TRANSLATORS,
+                                                   {"linear": LinearTranslator, "affine": AffineTranslator})
 
 
 def build_translator(kind: str, d_in: int, d_out: int) -> nn.Module:

@@ -37,7 +37,7 @@ def test_the_shipped_methods_are_listed_without_importing_them():
 def test_an_unknown_method_is_refused_naming_the_key_and_the_choices(tmp_path):
     from conftest import compose_config
 
-    from grafting.validation import validate_config
+    from grafting.schema import validate_config
 
     with pytest.raises(ConfigError, match=r"align\.method.*distill.*paper"):
         validate_config(compose_config(["align.method=nope"], tmp_path))

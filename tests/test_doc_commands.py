@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import compose_config
 
-from grafting.validation import validate_config
+from grafting.schema import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "sweeps").rglob("*.md"))]

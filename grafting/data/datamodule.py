@@ -12,12 +12,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from grafting import names
 from grafting.data.corpus import TextSource, builtin_documents, load_text_dataset, text_source
 from grafting.data.datasets import MixedDataset, TaskSFTDataset, TextChunkDataset, pad_collate
 from grafting.data.modular import ModularAddition, task_from_config
 from grafting.errors import ConfigError
 
-KINDS = ("mod", "text", "mixed")
+KINDS = names.LOADER_KINDS
 log = logging.getLogger(__name__)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,27 +24,14 @@ from grafting.metrics.language import (
     token_perplexity,
     word_entropy_perplexity,
 )
-
-
-@dataclass(frozen=True)
-class LanguageSettings:
-    """How language preservation is measured (the ``evaluation.language`` config node)."""
-
-    n_texts: int = 100  # held-out texts whose truncation each model continues
-    prompt_tokens: int = 32
-    max_new_tokens: int = 32
-    batch_size: int = 32
-    mlm_model: str | None = "builtin"  # the shipped tiny BERT; a hub id, a folder, or None (no MLM)
-    mlm_top_k: int = 10
-    kl_texts: int = 64  # held-out chunks the next-token KL to the host is measured on
-    kl_seq_len: int = 64
+from grafting.schema.graft import LanguageSettings  # the evaluation.language recipe (defaults, checks)
 
 
 def language_settings(spec: LanguageSettings | Mapping[str, Any]) -> LanguageSettings:
     """:class:`LanguageSettings` from itself or from a mapping with the same keys."""
     if isinstance(spec, LanguageSettings):
         return spec
-    return LanguageSettings(**{f.name: spec[f.name] for f in fields(LanguageSettings) if f.name in spec})
+    return LanguageSettings(**{k: spec[k] for k in LanguageSettings.model_fields if k in spec})
 
 
 @dataclass

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from grafting.console import FILE_ONLY
 from grafting.data.corpus import TextSource, text_source
 from grafting.data.modular import ModularAddition, task_from_config
 from grafting.evaluation.language_eval import (
-    LanguageSettings,
     build_probe,
     evaluate_language,
     language_settings,
@@ -29,30 +28,17 @@ from grafting.evaluation.task_eval import evaluate_task
 from grafting.metrics import language as language_metrics
 from grafting.metrics import task as task_metrics
 from grafting.provenance import package_versions
+from grafting.schema.graft import EvalSettings  # the evaluation recipe (defaults, checks)
 
 log = logging.getLogger(__name__)
 SCORES = "scores.json"  # the file of a score cache entry
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How models are scored (the ``evaluation`` config node, less its switches for the stages)."""
-
-    task_points: int = 1000  # test problems, never trained on
-    validation_points: int = 0  # also score this many validation problems (val_f_H, ...): where choices are made
-    batch_size: int = 128
-    max_new_tokens: int = 8
-    first_line_only: bool = True  # f_H / f_S / fact on the answer line
-    n_samples: int = 8  # raw outputs kept per model
-    device: str = "auto"
-    language: LanguageSettings = field(default_factory=LanguageSettings)
 
 
 def eval_settings(spec: EvalSettings | Mapping[str, Any]) -> EvalSettings:
     """:class:`EvalSettings` from itself or from a mapping with the same keys (others are ignored)."""
     if isinstance(spec, EvalSettings):
         return spec
-    values = {f.name: spec[f.name] for f in fields(EvalSettings) if f.name in spec and f.name != "language"}
+    values = {k: spec[k] for k in EvalSettings.model_fields if k in spec and k != "language"}
     return EvalSettings(**values, language=language_settings(spec.get("language") or {}))
 
 
@@ -77,7 +63,7 @@ def score_cache_path(settings: EvalSettings, task: ModularAddition, corpus: Text
 def _score_entry(settings: EvalSettings, task: ModularAddition, corpus: TextSource, model: torch.nn.Module,
                  host_fingerprint: str | None, language: bool, device: torch.device,
                  cache_dir: Path) -> tuple[Path, dict[str, Any]]:
-    settings_json = {"evaluation": asdict(settings), "task": asdict(task), "corpus": asdict(corpus)}
+    settings_json = {"evaluation": settings.model_dump(), "task": asdict(task), "corpus": asdict(corpus)}
     versions = package_versions()
     code = {"task": task_metrics.SCORE_VERSION, "language": language_metrics.SCORE_VERSION if language else None,
             "torch": versions["torch"], "transformers": versions["transformers"]}

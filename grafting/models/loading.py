@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from grafting import names
 from grafting.errors import ConfigError
 from grafting.models.gguf import load_gguf_package
 from grafting.models.hub import hub_reachable, offline_error
@@ -28,8 +29,8 @@ from grafting.models.pretrained_tiny import load_pretrained
 from grafting.models.tokenizer import builtin_tokenizer
 from grafting.plain import plain_dict
 
-SOURCES = ("hub", "local", "random", "tiny_pretrained", "gguf_package")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SOURCES = names.MODEL_SOURCES
+_DTYPES = {name: getattr(torch, name) for name in names.MODEL_DTYPES}
 
 
 def _dtype(spec: dict, key: str) -> torch.dtype:

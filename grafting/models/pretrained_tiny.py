@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grafting import cache
+from grafting import cache, names
 from grafting.data.corpus import builtin_fingerprint
 from grafting.errors import ConfigError
 from grafting.models import shipped
@@ -39,7 +39,7 @@ from grafting.paths import default_cache_dir
 log = logging.getLogger(__name__)
 # Bump when the pretraining code changes what a recipe produces, so stale caches are not reused.
 PRETRAIN_VERSION = 2
-DATA_PARTS = ("all", "dedup", "a", "b")
+DATA_PARTS = names.DATA_PARTS
 
 
 def recipe(spec: dict[str, Any]) -> dict[str, Any]:

@@ -13,13 +13,13 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from grafting import surgery
+from grafting import names, surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
 from grafting.losses import labelled_lm_loss
 from grafting.threads import single_op_threads
 
-METHODS = ("lora", "full")
+METHODS = names.FINETUNE_METHODS
 
 
 class LayerFinetuneModule(TrainableOnlyCheckpoint, L.LightningModule):

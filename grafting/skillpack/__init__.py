@@ -12,6 +12,8 @@ distillation) and ``budget`` (each method's largest setting within a byte budget
 # runs this before any of its modules) keeps the registry complete without compressors importing them.
 from grafting.skillpack import lora as _lora  # noqa: F401  isort: skip
 from grafting.skillpack import svd as _svd  # noqa: F401  isort: skip
+from grafting import names
+from grafting.names import registry
 from grafting.skillpack.apply import applied, apply_packs_, fuse_sum, unload_
 from grafting.skillpack.compressors import (
     COMPRESSORS,
@@ -46,3 +48,5 @@ __all__ = [
     "module_kind", "pack_nbytes", "register", "save_pack", "state_fingerprint", "task_arithmetic", "ties",
     "unload_",
 ]
+
+registry(names.COMPRESSORS, COMPRESSORS)  # every declared compressor is registered (and no other)

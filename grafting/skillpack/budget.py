@@ -20,6 +20,8 @@ from typing import Any
 
 from torch import Tensor
 
+from grafting import names
+from grafting.names import registry
 from grafting.skillpack.compressors import CompressedTensor
 from grafting.skillpack.policy import compress_delta
 
@@ -50,7 +52,7 @@ def _graftllm(rank: int, quantizer: str) -> dict[str, Any]:
 
 
 #: method -> (levels, level -> policy). Levels are ordered so that bytes never decrease.
-FAMILIES: dict[str, tuple[Sequence[Any], Callable[[Any], dict[str, Any]]]] = {
+FAMILIES: dict[str, tuple[Sequence[Any], Callable[[Any], dict[str, Any]]]] = registry(names.BUDGET_FAMILIES, {
     "dense": ((None,), lambda _: _uniform({"method": "dense"})),
     "svd": (_RANKS, lambda r: _uniform({"method": "svd_rank", "rank": r, "dtype": "float16"})),
     "svd_quant": (_RANKS, lambda r: _uniform({"method": "svd_quant", "rank": r, "schedule": MIXED_SCHEDULE})),
@@ -59,7 +61,7 @@ FAMILIES: dict[str, tuple[Sequence[Any], Callable[[Any], dict[str, Any]]]] = {
     "magnitude": (_DENSITIES, lambda a: _uniform({"method": "magnitude", "alpha": a, "dtype": "float16"})),
     "dare": (_DENSITIES, lambda a: _uniform({"method": "dare", "p": round(1 - a, 6), "dtype": "float16"})),
     "bitdelta": ((None,), lambda _: _uniform({"method": "bitdelta"})),
-}
+})
 
 
 def dense_bytes(delta: Mapping[str, Tensor]) -> int:

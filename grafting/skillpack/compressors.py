@@ -44,7 +44,8 @@ class CompressedTensor:
 
 
 def register(name: str):
-    """Class decorator adding a compressor to :data:`COMPRESSORS` under ``name``."""
+    """Class decorator adding a compressor to :data:`COMPRESSORS` under ``name``. The package's own are listed in
+    :data:`grafting.names.COMPRESSORS` too (the names a config may use; checked when the package is imported)."""
 
     def wrap(cls: type[Compressor]) -> type[Compressor]:
         if name in COMPRESSORS:

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-MODULE_KINDS = ("embedding", "lm_head", "attention", "mlp", "norm", "other")
+from grafting import names
+
+MODULE_KINDS = names.MODULE_KINDS
 
 # Checked in order; the first match wins. Norms come first because Llama's
 # "post_attention_layernorm" would otherwise match the attention patterns.

@@ -22,6 +22,8 @@ import torch
 from peft.utils import merge_utils
 from torch import Tensor
 
+from grafting import names
+from grafting.names import registry
 from grafting.skillpack.compressors import Dare, keep_count
 from grafting.skillpack.delta import add_delta
 
@@ -115,8 +117,8 @@ def grid(params: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 #: Name -> function returning the merged *delta*; configs pick a merger by name.
-MERGERS: dict[str, Callable[..., dict[str, Tensor]]] = {
+MERGERS: dict[str, Callable[..., dict[str, Tensor]]] = registry(names.MERGERS, {
     "task_arithmetic": task_arithmetic_delta,
     "ties": ties_delta,
     "dare": dare_delta,
-}
+})

@@ -21,10 +21,11 @@ from typing import Any
 
 from torch import Tensor
 
+from grafting import names
 from grafting.skillpack.compressors import CompressedTensor, Compressor, decompress, get_compressor
-from grafting.skillpack.delta import MODULE_KINDS, module_kind
+from grafting.skillpack.delta import module_kind
 
-POLICY_KEYS = (*MODULE_KINDS, "vector")
+POLICY_KEYS = names.POLICY_KEYS
 
 DEFAULT_POLICY: dict[str, dict[str, Any]] = {
     "embedding": {"method": "magnitude", "alpha": 0.1},

@@ -20,14 +20,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-SUPPORTED_BITS = (2, 3, 4, 8)
+from grafting import names
+
+SUPPORTED_BITS = names.SUPPORTED_BITS
 #: Bit width meaning "keep these singular vectors unquantised, in float16" (the public code's fp16 columns).
-FP16_BITS = 16
+FP16_BITS = names.FP16_BITS
 DEFAULT_GROUP_SIZE = 128
 #: GraftLLM's public setting: 20 vectors at int8, 180 at int4, the rest at int2. ``None`` = "the rest".
 DEFAULT_SCHEDULE: tuple[tuple[int | None, int], ...] = ((20, 8), (180, 4), (None, 2))
 
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_DTYPES = {name: getattr(torch, name) for name in names.PACK_DTYPES}
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from grafting import names
 from grafting.skillpack.compressors import CompressedTensor, Compressor, register
 from grafting.skillpack.gptq import gptq_factors
 from grafting.skillpack.quant import (
@@ -196,7 +197,7 @@ class SVDEnergy(_SVDBase):
         return self._store(delta, u, s, vh, extra)
 
 
-QUANTIZERS = ("rtn", "gptq")
+QUANTIZERS = names.QUANTIZERS
 
 
 @register("svd_quant")

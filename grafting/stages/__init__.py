@@ -28,7 +28,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for key in ("host", "donor"):  # first, before the heavy imports: a hub id offline fails in seconds
         if key in cfg:
             check_available(cfg[key], key)
-    from grafting.validation import validate_config
+    from grafting.schema import validate_config
 
     validate_config(cfg)
     from grafting.console import quiet_libraries

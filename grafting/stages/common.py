@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +38,14 @@ ALIGN_VERSION = 2  # 2: the logit-lens KL runs chunked (grafting.losses.lens_kl;
 
 
 def finetune_config(cfg) -> api.FinetuneConfig:
-    """``cfg.finetune`` as a :class:`~grafting.finetuning.FinetuneConfig`."""
-    node = plain_dict(cfg.finetune)
-    return api.FinetuneConfig(**{f.name: node[f.name] for f in fields(api.FinetuneConfig) if f.name in node})
+    """``cfg.finetune`` as a :class:`~grafting.schema.FinetuneConfig` (keys left out: the schema's defaults)."""
+    return api.FinetuneConfig.of_config(plain_dict(cfg.finetune))
 
 
 def align_config(cfg) -> api.AlignConfig:
-    """``cfg.align`` and ``cfg.loss`` as an :class:`~grafting.alignment.AlignConfig`."""
-    al, loss = cfg.align, cfg.loss
-    return api.AlignConfig(
-        steps=int(al.steps), lr=float(al.lr), weight_decay=float(al.weight_decay),
-        val_check_interval=int(al.val_check_interval), limit_val_batches=int(al.limit_val_batches),
-        solver=str(al.get("solver", "adam")), init=str(al.get("init", "identity")),
-        lstsq_batches=int(al.get("lstsq_batches", 16)), loss=str(loss.kind), distance=str(loss.distance),
-        reading=str(loss.get("reading", "hidden")), temperature=float(loss.temperature))
+    """``cfg.align`` and ``cfg.loss`` as an :class:`~grafting.schema.AlignConfig` (keys left out: the schema's
+    defaults)."""
+    return api.AlignConfig.of_config(plain_dict(cfg.align), plain_dict(cfg.loss))
 
 
 def load_pair(ctx: RunContext) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
@@ -96,7 +89,7 @@ def host_lora_control(ctx: RunContext, host, grafted, tokenizer) -> torch.nn.Mod
     _, graft = api.graft_of(grafted)
     budget = sum(p.numel() for t in (graft.pre_translator, graft.post_translator) for p in t.parameters())
     rank = api.lora_rank_for(host, int(cfg.graft.dest), budget)
-    config = dataclasses.replace(finetune_config(cfg), method="lora", lora_r=rank, lora_alpha=2 * rank)
+    config = finetune_config(cfg).model_copy(update={"method": "lora", "lora_r": rank, "lora_alpha": 2 * rank})
     module = api.finetune_block(host, int(cfg.graft.dest), task_datamodule(cfg, tokenizer), config, fit=ctx.fit,
                                 reseed=ctx.reseed)
     trained = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
@@ -158,7 +151,7 @@ def alignment_cache_entry(ctx: RunContext, grafted, donor) -> tuple[Path, dict[s
         data["task"] = plain(cfg.task)
     payload = {"code": {"version": ALIGN_VERSION, **{k: versions[k] for k in ("torch", "transformers", "lightning")}},
                "grafted": model_fingerprint(grafted), "donor": model_fingerprint(donor),
-               "layer": int(cfg.graft.layer), "align": dataclasses.asdict(align_config(cfg)), "data": data,
+               "layer": int(cfg.graft.layer), "align": align_config(cfg).model_dump(), "data": data,
                "seed": int(cfg.seed), "trainer": _numerics(cfg)}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return ctx.cache_dir / "alignments" / key, payload
@@ -190,8 +183,7 @@ def distill_from_config(ctx: RunContext, grafted, host, teacher, tokenizer, name
     """``align.method=distill``'s phase (:func:`grafting.distillation.distill_translators`) on the task's
     training data and ``cfg.dataloader``, saved under ``<run>/align/<name>``."""
     cfg = ctx.cfg
-    node = plain_dict(cfg.align.distill)
-    config = api.DistillConfig(**{f.name: node[f.name] for f in fields(api.DistillConfig) if f.name in node})
+    config = api.DistillConfig.of(plain_dict(cfg.align.distill))
     text = build_datamodule(cfg.dataloader, cfg.task, tokenizer, int(cfg.seed))
     history = api.distill_translators(grafted, host, teacher, task_datamodule(cfg, tokenizer), text, config,
                                       fit=ctx.fit, reseed=ctx.reseed, save_dir=ctx.run_dir / "align" / name,

@@ -19,9 +19,9 @@ from grafting.models.loading import load_model
 from grafting.plain import plain
 from grafting.pretraining import ensure_pretrained
 from grafting.provenance import provenance
+from grafting.schema import validate_config
 from grafting.stages.common import evaluate
 from grafting.tuned_block import load_tuned_block, with_block
-from grafting.validation import validate_config
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The stage names ``stage.name`` may take, and the module that runs each (read by validation too)."""
+"""The stage names ``stage.name`` may take, and the module that runs each (read by grafting.schema too)."""
 
 STAGES: dict[str, str] = {
     "pretrain": "grafting.stages.pretrain",

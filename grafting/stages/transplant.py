@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from grafting import names
 from grafting.data.datamodule import build_datamodule, text_documents
 from grafting.data.datasets import TextChunkDataset
 from grafting.data.key_facts import KeyFacts
@@ -53,9 +54,9 @@ from grafting.transplant.shared import KLReference
 
 log = logging.getLogger(__name__)
 FIGURE = "transplant_k.png"
-PAIRS = ("generation", "instruct")
+PAIRS = names.TRANSPLANT_PAIRS
 PAIR_SOURCES = {"generation": "successor", "instruct": "instruct"}
-ALL_SCORERS = ("l1", *SCORERS)
+ALL_SCORERS = (*names.PAIRED_SCORERS, *SCORERS)
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from grafting import names
+from grafting.names import registry
 from grafting.transplant._inputs import BatchLike, accepts, eval_mode, forward_kwargs, iter_batches
 from grafting.transplant.candidates import linear_modules
 
@@ -169,7 +171,7 @@ def _rel_diff(s: float, t: float, eps: float) -> float:
     return abs(s - t) / (abs(t) + eps)
 
 
-SCORERS: dict[str, ScoreFn] = {"abs_diff": _abs_diff, "rel_diff": _rel_diff}
+SCORERS: dict[str, ScoreFn] = registry(names.SCORERS, {"abs_diff": _abs_diff, "rel_diff": _rel_diff})
 
 
 def register_scorer(name: str, fn: ScoreFn) -> None:

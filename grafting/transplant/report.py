@@ -18,13 +18,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from grafting.metrics.stats import INTERVAL_METHOD, seed_item_interval
+from grafting.names import TASK_METRICS
 from grafting.transplant.metrics import MetricResult, recovery, tir
 
 __all__ = ["P_SHOWN", "SELECTIONS", "TASK_KEYS", "beats_random", "draws_markdown", "find_row", "format_cell",
            "record", "rule_label", "scorer_verdicts", "summarize", "summary_rows", "sweep_markdown", "top_vs_random"]
 
 SELECTIONS = ("top", "random", "bottom", "all", "blend")
-TASK_KEYS = ("f_H", "f_S", "fact")
+TASK_KEYS = TASK_METRICS
 COLUMNS = ("score", "tir", "recovery", "kl")
 
 
