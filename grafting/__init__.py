@@ -2,7 +2,6 @@
 
 from omegaconf import OmegaConf
 
-from grafting import hf_register as _hf_register
 from grafting.presets import register_presets
 from grafting.progress import show_progress
 
@@ -20,8 +19,5 @@ if not OmegaConf.has_resolver("progress_bar"):
 
 # Hydra's host/ and donor/ groups and the tiny recipe come from the presets shipped in the package.
 register_presets()
-
-# Saved grafted models load with AutoModelForCausalLM once transformers' Auto classes load (no torch here).
-_hf_register.install()
 
 __version__ = "0.1.0"

@@ -26,25 +26,32 @@ from typing import Any, NamedTuple
 import torch
 
 from grafting import presets
-from grafting.alignment import AlignConfig, align_graft, load_translators_, save_translators
 from grafting.artifacts import MANIFEST, model_fingerprint
 from grafting.data.corpus import TextSource
 from grafting.data.datamodule import DataSpec, build_datamodule
 from grafting.data.modular import ModularAddition
-from grafting.distillation import DistillConfig, distill_translators
 from grafting.errors import ConfigError
 from grafting.evaluation.language_eval import LanguageSettings
 from grafting.evaluation.suite import EvalSettings, evaluate_models
-from grafting.finetuning import FinetuneConfig, finetune_block, finetune_or_resume, lora_rank_for, task_data
-from grafting.grafted import build_grafted, graft_of, load_graft_, span_of, swap_donor_block_
-from grafting.grafted import save_graft as save_graft_with_manifest
+from grafting.graft.alignment import AlignConfig, align_graft, load_translators_, save_translators
+from grafting.graft.distillation import DistillConfig, distill_translators
+from grafting.graft.finetuning import (
+    FinetuneConfig,
+    finetune_block,
+    finetune_or_resume,
+    lora_rank_for,
+    task_data,
+)
+from grafting.graft.grafted import build_grafted, graft_of, load_graft_, span_of, swap_donor_block_
+from grafting.graft.grafted import save_graft as save_graft_with_manifest
+from grafting.graft.translators import AffineTranslator
+from grafting.graft.tuned_block import load_tuned_block, save_tuned_block
 from grafting.models.loading import load_model, same_tokenizer
 from grafting.plain import plain_dict
 from grafting.pretraining import ensure_pretrained
 from grafting.skillpack import applied, compress_delta, compute_delta, export_merged, load_pack, save_pack
 from grafting.skillpack.pack import SkillPack
 from grafting.training import Fit, plain_fit
-from grafting.translators import AffineTranslator
 from grafting.transplant import (
     candidate_modules,
     rank_modules,
@@ -55,7 +62,6 @@ from grafting.transplant import (
     tir,
     transplanted,
 )
-from grafting.tuned_block import load_tuned_block, save_tuned_block
 
 __all__ = [
     "AlignConfig", "DataSpec", "DistillConfig", "EvalSettings", "FinetuneConfig", "Fit", "LanguageSettings",

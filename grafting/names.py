@@ -1,9 +1,9 @@
 """The names each registry accepts, in one module that imports nothing (no torch).
 
-A registry's implementation lives in a torch module (``grafting.translators.TRANSLATORS`` maps these names
+A registry's implementation lives in a torch module (``grafting.graft.translators.TRANSLATORS`` maps these names
 to classes); the config schema (:mod:`grafting.schema`) checks a config against the names before any model
 is loaded, so ``python train.py <bad value>`` fails in about a second. Both read the tuple here: a plain
-tuple registry *is* this tuple (``grafting.losses.KINDS is names.LOSS_KINDS``), and a mapping registry is
+tuple registry *is* this tuple (``grafting.graft.losses.KINDS is names.LOSS_KINDS``), and a mapping registry is
 checked against it when its module is imported (:func:`registry`), so the two cannot drift apart.
 
 Registries that are already light are read from their own modules: ``grafting.stages.registry.STAGES``,
@@ -18,13 +18,13 @@ from typing import TypeVar
 
 M = TypeVar("M", bound=Mapping)
 
-TRANSLATORS = ("linear", "affine")  # grafting.translators.TRANSLATORS
+TRANSLATORS = ("linear", "affine")  # grafting.graft.translators.TRANSLATORS
 STRATEGIES = ("original", "direct")  # graft.strategy (grafting.stages.pipeline)
-LOSS_KINDS = ("residual", "logits")  # grafting.losses
-DISTANCES = ("mse", "cosine", "kl")  # grafting.losses.DISTANCES
-READINGS = ("logit_lens", "hidden")  # grafting.losses
-SOLVERS = ("adam", "lstsq", "procrustes")  # grafting.alignment
-INITS = ("identity", "lstsq", "procrustes")  # grafting.alignment (adam only: where its steps start)
+LOSS_KINDS = ("residual", "logits")  # grafting.graft.losses
+DISTANCES = ("mse", "cosine", "kl")  # grafting.graft.losses.DISTANCES
+READINGS = ("logit_lens", "hidden")  # grafting.graft.losses
+SOLVERS = ("adam", "lstsq", "procrustes")  # grafting.graft.alignment
+INITS = ("identity", "lstsq", "procrustes")  # grafting.graft.alignment (adam only: where its steps start)
 LOADER_KINDS = ("mod", "text", "mixed")  # grafting.data.datamodule
 CORPUS_SOURCES = ("builtin", "local", "fineweb")  # grafting.data.corpus
 CORPUS_FORMATS = ("text", "json", "parquet", "csv", "arrow")  # datasets' packaged builders

@@ -72,7 +72,7 @@ def main() -> None:
     from safetensors.torch import save_file
 
     from grafting.data.datamodule import GraftingDataModule
-    from grafting.grafted import build_grafted
+    from grafting.graft.grafted import build_grafted
     from grafting.models.loading import build_random
     from grafting.modules.translator_align import PHASES, TranslatorAlignModule
 

@@ -5,7 +5,7 @@ import torch
 from conftest import tiny_model
 
 from grafting import surgery
-from grafting.grafted import build_grafted, graft_of
+from grafting.graft.grafted import build_grafted, graft_of
 from grafting.modules.translator_align import TranslatorAlignModule
 
 

@@ -8,7 +8,7 @@ import torch
 from conftest import compose_config, tiny_model
 
 from grafting import api
-from grafting.grafted import build_grafted, graft_of
+from grafting.graft.grafted import build_grafted, graft_of
 from grafting.stages.common import alignment_cache_path
 
 

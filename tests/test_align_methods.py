@@ -18,7 +18,7 @@ TOY = '''"""align.method=toy: scales the post translator's output by 1 + 1e-3 (a
 
 import torch
 
-from grafting.grafted import graft_of
+from grafting.graft.grafted import graft_of
 
 
 def refine(ctx, grafted, controls, host, tuned_model, tokenizer):

@@ -6,7 +6,7 @@ from conftest import tiny_model
 
 from grafting import api
 from grafting.errors import ConfigError
-from grafting.grafted import graft_of
+from grafting.graft.grafted import graft_of
 
 
 def test_model_spec_is_plain_and_resolved():

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_model
 
-from grafting.finetuning import lora_rank_for
-from grafting.grafted import build_grafted, graft_of
+from grafting.graft.finetuning import lora_rank_for
+from grafting.graft.grafted import build_grafted, graft_of
 from grafting.modules.layer_finetune import LayerFinetuneModule
 from grafting.modules.translator_distill import TranslatorDistillModule, answer_kl
 

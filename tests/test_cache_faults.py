@@ -17,7 +17,7 @@ from cache_faults import FAULTS, assert_recomputed, cache_warnings, damage
 from conftest import VOCAB, compose_config, tiny_model
 
 from grafting.errors import ConfigError
-from grafting.grafted import build_grafted, graft_of
+from grafting.graft.grafted import build_grafted, graft_of
 from grafting.models.loading import load_model
 from grafting.models.tokenizer import builtin_tokenizer
 from grafting.plain import plain

@@ -10,8 +10,8 @@ from conftest import compose_config, tiny_model
 from grafting import surgery
 from grafting.errors import ConfigError
 from grafting.evaluation.diagnostics import block_residuals, diagnose, half_graft_facts, linear_part
-from grafting.grafted import build_grafted, graft_of
-from grafting.tuned_block import with_block
+from grafting.graft.grafted import build_grafted, graft_of
+from grafting.graft.tuned_block import with_block
 
 LAYER = 1
 TOKEN = 7

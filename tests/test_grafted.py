@@ -6,8 +6,8 @@ from conftest import tiny_model
 
 from grafting import surgery
 from grafting.errors import ConfigError
-from grafting.grafted import build_grafted, graft_of, load_graft_, save_graft, swap_donor_block_
-from grafting.translators import build_translator, rectangular_identity
+from grafting.graft.grafted import build_grafted, graft_of, load_graft_, save_graft, swap_donor_block_
+from grafting.graft.translators import build_translator, rectangular_identity
 
 
 @pytest.mark.parametrize("translator", ["linear", "affine"])

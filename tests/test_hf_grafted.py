@@ -11,8 +11,8 @@ from conftest import tiny_model
 from transformers import AutoModelForCausalLM
 
 from grafting import surgery
-from grafting.grafted import GraftedBlock, build_grafted, graft_of
-from grafting.hf_grafted import GraftedForCausalLM, to_hf_grafted
+from grafting.graft.grafted import GraftedBlock, build_grafted, graft_of
+from grafting.graft.hf.modeling import GraftedForCausalLM, to_hf_grafted
 from grafting.skillpack import apply_packs_, compress_delta, compute_delta, export_merged, model_fingerprint
 from grafting.skillpack.pack import load_pack, save_pack
 
@@ -105,14 +105,15 @@ def test_export_merged_round_trip(batch, tmp_path):
     _assert_same_model(merged, loaded, batch)
 
 
-def test_import_grafting_registers_without_importing_torch(tmp_path):
-    """A fresh process: `import grafting` stays light; AutoConfig and AutoModelForCausalLM then know it."""
+def test_import_grafting_is_light_and_graft_hf_registers_the_auto_classes(tmp_path):
+    """A fresh process: `import grafting` imports no torch or transformers; `import grafting.graft.hf` (which
+    grafting.api and the stages import) then makes AutoConfig and AutoModelForCausalLM know saved grafts."""
     _grafted("gpt_neox").save_pretrained(tmp_path)
     code = ("import sys, grafting\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
-            "from transformers import AutoConfig\n"
+            "import grafting.graft.hf\n"
+            "from transformers import AutoConfig, AutoModelForCausalLM\n"
             f"print(type(AutoConfig.from_pretrained({str(tmp_path)!r})).__name__)\n"
-            "from transformers import AutoModelForCausalLM\n"
             f"print(type(AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})).__name__)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -3,13 +3,14 @@
 Every ``import`` in every module counts, including those inside functions: a lazy import is still a
 dependency. Layers, lowest first (a module may import its own layer or lower):
 
-0. foundations: errors, paths, progress, provenance, plain, hf_config, hf_register, names (each registry's names),
+0. foundations: errors, paths, progress, provenance, plain, console, presets, graft.hf.config, names (each registry's
+   names),
    the package root, and the schema's base (schema.base: the node class, value types, errors that name the key)
-1. pure functions on tensors and modules: surgery, graft_block, translators, losses, metrics, artifacts, cache,
+1. pure functions on tensors and modules: surgery, graft.block, graft.translators, graft.losses, metrics, artifacts, cache,
    generation
 2. loading and building things: models, data; the schema's nodes (schema.models, .graft, .skillpack, .transplant)
 3. LightningModules and what drives them: modules, pretraining, callbacks, training
-4. the three methods: grafted, hf_grafted, tuned_block, finetuning, alignment, distillation, skillpack, transplant
+4. the three methods: graft (grafted, hf, tuned_block, finetuning, alignment, distillation), skillpack, transplant
 5. scoring and tables: evaluation, reporting
 6. the typed API: api
 7. the Hydra edge: run_context, the schema's root (grafting.schema: validate_config, which reads the stage and
@@ -27,15 +28,17 @@ from grafting.stages.registry import STAGES
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS: dict[str, int] = {
     "grafting": 0, "grafting.errors": 0, "grafting.paths": 0, "grafting.progress": 0, "grafting.provenance": 0,
-    "grafting.plain": 0, "grafting.hf_config": 0, "grafting.hf_register": 0, "grafting.names": 0,
+    "grafting.plain": 0, "grafting.graft.hf.config": 0, "grafting.names": 0, "grafting.presets": 0,
+    "grafting.console": 0,
     "grafting.schema.base": 0,
-    "grafting.surgery": 1, "grafting.graft_block": 1, "grafting.translators": 1, "grafting.losses": 1, "grafting.metrics": 1,
+    "grafting.surgery": 1, "grafting.graft.block": 1, "grafting.graft.translators": 1, "grafting.graft.losses": 1, "grafting.metrics": 1,
     "grafting.artifacts": 1, "grafting.cache": 1, "grafting.generation": 1, "grafting.threads": 1,
     "grafting.models": 2, "grafting.data": 2,
     "grafting.schema.models": 2, "grafting.schema.graft": 2, "grafting.schema.skillpack": 2, "grafting.schema.transplant": 2,
     "grafting.modules": 3, "grafting.pretraining": 3, "grafting.callbacks": 3, "grafting.training": 3,
-    "grafting.grafted": 4, "grafting.hf_grafted": 4, "grafting.tuned_block": 4,
-    "grafting.finetuning": 4, "grafting.alignment": 4, "grafting.distillation": 4, "grafting.skillpack": 4, "grafting.transplant": 4,
+    "grafting.graft": 4, "grafting.graft.grafted": 4, "grafting.graft.hf": 4, "grafting.graft.hf.modeling": 4,
+    "grafting.graft.tuned_block": 4,
+    "grafting.graft.finetuning": 4, "grafting.graft.alignment": 4, "grafting.graft.distillation": 4, "grafting.skillpack": 4, "grafting.transplant": 4,
     "grafting.evaluation": 5, "grafting.reporting": 5,
     "grafting.api": 6,
     "grafting.run_context": 7, "grafting.schema": 7, "grafting.cli": 7, "grafting.stages": 7,

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from grafting.errors import ConfigError
-from grafting.losses import cosine, get_distance, kl, labelled_lm_loss, lens_kl, mse
+from grafting.graft.losses import cosine, get_distance, kl, labelled_lm_loss, lens_kl, mse
 
 
 def test_losses_against_reference():

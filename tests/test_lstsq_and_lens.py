@@ -5,10 +5,10 @@ import torch
 from conftest import tiny_model
 
 from grafting import surgery
-from grafting.grafted import build_grafted
-from grafting.losses import kl
+from grafting.graft.grafted import build_grafted
+from grafting.graft.losses import kl
+from grafting.graft.translators import build_translator, least_squares_map, procrustes_map
 from grafting.modules.translator_align import TranslatorAlignModule
-from grafting.translators import build_translator, least_squares_map, procrustes_map
 
 
 def _batches(n: int, vocab: int = 512, seed: int = 1):
@@ -120,9 +120,9 @@ def test_adam_starts_from_the_closed_form_named_by_init(init):
     """align.init=<closed form>: before any step, each translator is that closed form on the fit batches."""
     from types import SimpleNamespace
 
-    from grafting.alignment import AlignConfig, align_graft
-    from grafting.graft_block import graft_of
-    from grafting.translators import CLOSED_FORMS
+    from grafting.graft.alignment import AlignConfig, align_graft
+    from grafting.graft.block import graft_of
+    from grafting.graft.translators import CLOSED_FORMS
 
     host, donor = tiny_model("gpt_neox", seed=0), tiny_model("gpt_neox", seed=1)
     batches = _batches(3)

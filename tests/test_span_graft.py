@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from grafting import surgery
 from grafting.errors import ConfigError
-from grafting.grafted import SkippedBlock, build_grafted, graft_of, load_graft_, save_graft, span_of
+from grafting.graft.grafted import SkippedBlock, build_grafted, graft_of, load_graft_, save_graft, span_of
 from grafting.modules.translator_align import TranslatorAlignModule
 
 

@@ -238,7 +238,7 @@ def test_the_block_sees_every_fact_and_the_host_side_only_training_keys(tokenize
     """Fine-tune data (split finetune) holds every key; alignment/distillation/host-LoRA data (split train) none held out."""
     from grafting.data.datamodule import build_datamodule
     from grafting.data.modular import ModularAddition
-    from grafting.finetuning import task_data
+    from grafting.graft.finetuning import task_data
 
     task = ModularAddition(n=10, operand_max=64, test_size=24, val_size=8, kind="recall",
                            prompt_template="Question: What is the code of {a}?\nAnswer:")

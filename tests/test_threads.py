@@ -5,8 +5,8 @@ import torch
 from conftest import tiny_model
 
 from grafting import threads
-from grafting.grafted import build_grafted
-from grafting.losses import lens_kl
+from grafting.graft.grafted import build_grafted
+from grafting.graft.losses import lens_kl
 from grafting.modules.translator_align import PrefixCache, TranslatorAlignModule
 
 

@@ -13,9 +13,9 @@ from conftest import compose_config, tiny_model
 
 from grafting import surgery
 from grafting.errors import ArtifactError
+from grafting.graft.tuned_block import load_tuned_block, save_tuned_block
 from grafting.modules.layer_finetune import LayerFinetuneModule
 from grafting.stages import common
-from grafting.tuned_block import load_tuned_block, save_tuned_block
 
 ROOT = Path(__file__).resolve().parents[1]
 

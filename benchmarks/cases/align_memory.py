@@ -15,7 +15,7 @@ import torch
 
 from benchmarks.common import Settings, peak_memory, random_batch, random_model, ratio
 from benchmarks.result import Measurement
-from grafting.grafted import build_grafted, graft_of
+from grafting.graft.grafted import build_grafted, graft_of
 from grafting.modules.translator_align import TranslatorAlignModule
 
 MiB = 2**20

@@ -2,8 +2,8 @@
 
 The default protocol's residual loss decodes both streams into vocabulary-sized distributions, so one
 step computes a KL over ``positions x vocabulary`` values. The plain path unembeds both streams in full
-(two ``positions x vocabulary`` logits tensors) and takes :func:`grafting.losses.kl` (whose backward is
-the closed form ``softmax(pred) - p``); :func:`grafting.losses.lens_kl` computes logits, KL and the
+(two ``positions x vocabulary`` logits tensors) and takes :func:`grafting.graft.losses.kl` (whose backward is
+the closed form ``softmax(pred) - p``); :func:`grafting.graft.losses.lens_kl` computes logits, KL and the
 gradient wrt the hidden stream chunk by chunk, in one pass. A second row keeps the earlier comparison:
 ``kl``'s closed-form backward against autograd through the formula. One thread, CPU seconds.
 """
@@ -15,7 +15,7 @@ import torch
 from benchmarks.common import Settings, ratio
 from benchmarks.result import Measurement
 from benchmarks.roofline import _cpu_time
-from grafting.losses import kl, lens_kl
+from grafting.graft.losses import kl, lens_kl
 
 
 def run(s: Settings) -> list[Measurement]:

@@ -16,7 +16,7 @@ import torch
 
 from benchmarks.common import Settings, random_batch, random_model, ratio, sync
 from benchmarks.result import Measurement
-from grafting.grafted import build_grafted
+from grafting.graft.grafted import build_grafted
 from grafting.modules.translator_align import TranslatorAlignModule
 
 WARMUP = 3

@@ -42,7 +42,7 @@ def batches(tokenizer, n: int, rows: int = 32, seq: int = 64) -> dict[str, list[
 
 def step_modules(host, donor, layer: int, max_steps: int) -> dict[str, tuple[Callable[[], Any], str]]:
     """``label -> (build the LightningModule, which batches it trains on)``."""
-    from grafting.grafted import build_grafted
+    from grafting.graft.grafted import build_grafted
     from grafting.modules.layer_finetune import LayerFinetuneModule
     from grafting.modules.skillpack_train import SkillPackTrainModule
     from grafting.modules.translator_align import TranslatorAlignModule

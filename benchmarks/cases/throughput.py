@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.cases.overhead import lightning_steps
 from benchmarks.common import Settings, median_time, random_batch, random_model
 from benchmarks.result import Measurement
-from grafting.grafted import build_grafted
+from grafting.graft.grafted import build_grafted
 from grafting.modules.layer_finetune import LayerFinetuneModule
 from grafting.modules.skillpack_train import SkillPackTrainModule
 from grafting.modules.translator_align import TranslatorAlignModule

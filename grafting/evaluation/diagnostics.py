@@ -41,7 +41,7 @@ from torch import nn
 
 from grafting import surgery
 from grafting.data.modular import ModularAddition
-from grafting.graft_block import graft_of
+from grafting.graft.block import graft_of
 
 __all__ = ["answer_token_id", "block_residuals", "diagnose", "fact_items", "half_graft_facts", "lens_logprobs",
            "linear_part", "plot_diagnostics", "task_prompts"]
@@ -88,7 +88,7 @@ def _device(model: nn.Module) -> torch.device:
 def block_residuals(model: nn.Module, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
     """``(n_blocks, n_prompts, d)``: the residual stream after each block at each prompt's last position.
 
-    Read with forward hooks on the blocks themselves, so a :class:`~grafting.graft_block.GraftedBlock`
+    Read with forward hooks on the blocks themselves, so a :class:`~grafting.graft.block.GraftedBlock`
     gives its output after Post-T. Prompts of equal length run together, unpadded: no mask or position
     offsets can make a row differ from its own single forward.
     """

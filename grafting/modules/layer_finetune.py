@@ -16,7 +16,7 @@ from torch import nn
 from grafting import names, surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
-from grafting.losses import labelled_lm_loss
+from grafting.graft.losses import labelled_lm_loss
 from grafting.threads import single_op_threads
 
 METHODS = names.FINETUNE_METHODS

@@ -27,10 +27,10 @@ from torch import nn
 from grafting import surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
 from grafting.errors import ConfigError
-from grafting.graft_block import graft_of, span_of
-from grafting.losses import KINDS, READINGS, get_distance, lens_kl
+from grafting.graft.block import graft_of, span_of
+from grafting.graft.losses import KINDS, READINGS, get_distance, lens_kl
+from grafting.graft.translators import CLOSED_FORMS
 from grafting.threads import run_all, single_op_threads
-from grafting.translators import CLOSED_FORMS
 
 PHASES = ("pre", "post")
 
@@ -86,7 +86,7 @@ class TranslatorAlignModule(TrainableOnlyCheckpoint, L.LightningModule):
         self.grafted, self.host, self.donor = grafted, host, donor
         self.layer, self.phase, self.kind = layer, phase, kind
         self.distance = get_distance("kl" if kind == "logits" else distance, temperature)
-        # the logit-lens KL runs chunked (grafting.losses.lens_kl): same numbers, no positions x vocab tensors
+        # the logit-lens KL runs chunked (grafting.graft.losses.lens_kl): same numbers, no positions x vocab tensors
         self.fused_lens = kind == "residual" and reading == "logit_lens" and distance == "kl"
         self.lr, self.weight_decay, self.temperature = lr, weight_decay, temperature
         self.dest, self.graft = graft_of(grafted)

@@ -12,7 +12,7 @@ Only the translators move. Run with the *vanilla* block in the graft it is the c
 that reaches on the task, the translators learned by themselves.
 
 Each step computes only what the loss reads: the unembeddings run at the answer positions of the task
-batch, the text KL is the chunked :func:`grafting.losses.lens_kl` (no positions x vocabulary tensor), and
+batch, the text KL is the chunked :func:`grafting.graft.losses.lens_kl` (no positions x vocabulary tensor), and
 the host's forward on the text shares the grafted model's frozen prefix (host blocks before the graft).
 :meth:`TranslatorDistillModule.plain_losses` is the simple path it is tested against.
 """
@@ -27,8 +27,8 @@ from torch import nn
 
 from grafting import surgery
 from grafting.callbacks import TrainableOnlyCheckpoint
-from grafting.graft_block import graft_of
-from grafting.losses import kl, lens_kl
+from grafting.graft.block import graft_of
+from grafting.graft.losses import kl, lens_kl
 from grafting.threads import run_all, single_op_threads
 
 IGNORE = -100

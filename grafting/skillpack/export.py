@@ -23,7 +23,7 @@ def export_merged(
 
     The packs are applied in place for the save and undone bit-exactly afterwards (no second copy
     of the model in memory), so ``model`` is left as it was. A grafted model saves in the grafted
-    format (:mod:`grafting.hf_grafted`). ``apply_kwargs`` go to ``apply_packs_`` (e.g. ``strict``).
+    format (:mod:`grafting.graft.hf.modeling`). ``apply_kwargs`` go to ``apply_packs_`` (e.g. ``strict``).
     """
     folder = Path(folder)
     with applied(model, packs, weights, **apply_kwargs):

@@ -34,6 +34,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from grafting.console import quiet_libraries
 
     quiet_libraries()  # now, not before the checks: it imports Lightning
+    import grafting.graft.hf  # noqa: F401  (a saved graft may be the host or the donor: host=<folder>)
     if name not in ("pretrain", "pretrain_mlm"):  # those train (or ship) the models themselves
         _ensure_pretrained(cfg)
     return importlib.import_module(STAGES[name]).run(cfg)

@@ -1,4 +1,4 @@
-"""Stage ``align``: train Pre-T then Post-T of a graft (the paper's two phases); see grafting/alignment.py."""
+"""Stage ``align``: train Pre-T then Post-T of a graft (the paper's two phases); see grafting/graft/alignment.py."""
 
 from __future__ import annotations
 

@@ -21,20 +21,20 @@ from grafting.data.datamodule import build_datamodule, data_spec
 from grafting.data.modular import task_from_config
 from grafting.errors import ConfigError
 from grafting.evaluation.suite import eval_settings
-from grafting.grafted import validate_graft
+from grafting.graft.grafted import validate_graft
 from grafting.models.loading import load_model, same_tokenizer
 from grafting.plain import plain, plain_dict
 from grafting.provenance import package_versions
 from grafting.run_context import RunContext
 
 # Part of every tuned-block cache key. Bump it by hand whenever a change to the fine-tuning code
-# (grafting/finetuning.py, grafting/modules/layer_finetune.py, the task's datamodule, seeding) can change
+# (grafting/graft/finetuning.py, grafting/modules/layer_finetune.py, the task's datamodule, seeding) can change
 # the trained block, so that blocks trained by the old code are not read back from the cache.
 log = logging.getLogger(__name__)
 TUNED_BLOCK_VERSION = 2  # 2: the fine-tune loss unembeds only the labelled positions (float-level)
-# Part of every alignment cache key: bump it whenever a change to the alignment code (grafting/alignment.py,
-# grafting/modules/translator_align.py, grafting/losses.py, the datamodules, seeding) can change the translators.
-ALIGN_VERSION = 2  # 2: the logit-lens KL runs chunked (grafting.losses.lens_kl; float-level)
+# Part of every alignment cache key: bump it whenever a change to the alignment code (grafting/graft/alignment.py,
+# grafting/modules/translator_align.py, grafting/graft/losses.py, the datamodules, seeding) can change the translators.
+ALIGN_VERSION = 2  # 2: the logit-lens KL runs chunked (grafting.graft.losses.lens_kl; float-level)
 
 
 def finetune_config(cfg) -> api.FinetuneConfig:
@@ -180,7 +180,7 @@ def align_from_config(ctx: RunContext, grafted, host, donor, tokenizer) -> dict[
 
 
 def distill_from_config(ctx: RunContext, grafted, host, teacher, tokenizer, name: str = "distill") -> dict[str, Any]:
-    """``align.method=distill``'s phase (:func:`grafting.distillation.distill_translators`) on the task's
+    """``align.method=distill``'s phase (:func:`grafting.graft.distillation.distill_translators`) on the task's
     training data and ``cfg.dataloader``, saved under ``<run>/align/<name>``."""
     cfg = ctx.cfg
     config = api.DistillConfig.of(plain_dict(cfg.align.distill))

@@ -28,12 +28,12 @@ from grafting.evaluation.diagnostics import (
     plot_diagnostics,
     task_prompts,
 )
-from grafting.grafted import graft_of
+from grafting.graft.grafted import graft_of
+from grafting.graft.tuned_block import load_tuned_block, with_block
 from grafting.models.loading import load_model
 from grafting.plain import plain
 from grafting.pretraining import ensure_pretrained
 from grafting.run_context import RunContext
-from grafting.tuned_block import load_tuned_block, with_block
 
 #: What a pipeline run folder must hold for the diagnostics.
 NEEDED = ("graft", "tuned_block", ".hydra/config.yaml")

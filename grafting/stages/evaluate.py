@@ -14,14 +14,14 @@ from grafting.artifacts import RESULTS, write_json_atomic, write_text_atomic
 from grafting.console import quiet_libraries
 from grafting.errors import ConfigError
 from grafting.evaluation.tables import pipeline_markdown
-from grafting.grafted import build_grafted, load_graft_
+from grafting.graft.grafted import build_grafted, load_graft_
+from grafting.graft.tuned_block import load_tuned_block, with_block
 from grafting.models.loading import load_model
 from grafting.plain import plain
 from grafting.pretraining import ensure_pretrained
 from grafting.provenance import provenance
 from grafting.schema import validate_config
 from grafting.stages.common import evaluate
-from grafting.tuned_block import load_tuned_block, with_block
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     ``overrides``) or evaluate a saved model. Everything is written to this job's own output folder."""
     validate_config(cfg)  # every key, before any model is loaded
     quiet_libraries()
+    import grafting.graft.hf  # noqa: F401  (model=<folder> may hold a saved graft)
     out_dir = Path(cfg.paths.output_dir)
     if cfg.get("aggregate"):
         from grafting.reporting.aggregate import aggregate

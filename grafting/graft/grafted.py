@@ -7,7 +7,7 @@ residual entering block i; Post-T to map the graft's output onto the host's resi
 block j+1. With donor == host, i == j and identity translators the grafted model *is* the host.
 
 The result is the host's own transformers class with one block replaced, so ``generate`` and every
-host utility keep working. Its ``save_pretrained`` writes the :mod:`grafting.hf_grafted` format, which
+host utility keep working. Its ``save_pretrained`` writes the :mod:`grafting.graft.hf.modeling` format, which
 ``AutoModelForCausalLM.from_pretrained`` loads back as the same grafted model.
 """
 
@@ -23,9 +23,9 @@ from transformers import PreTrainedModel
 from grafting import surgery
 from grafting.artifacts import load_tensors_with_manifest, save_tensors_with_manifest
 from grafting.errors import ArtifactError, ConfigError
-from grafting.graft_block import GraftedBlock, SkippedBlock, graft_of, span_of
-from grafting.hf_grafted import save_as_hf_grafted_
-from grafting.translators import build_translator
+from grafting.graft.block import GraftedBlock, SkippedBlock, graft_of, span_of
+from grafting.graft.hf.modeling import save_as_hf_grafted_
+from grafting.graft.translators import build_translator
 
 __all__ = ["GraftedBlock", "SkippedBlock", "build_grafted", "graft_of", "load_graft_", "save_graft", "span_of",
            "swap_donor_block_", "validate_graft"]

@@ -15,10 +15,10 @@ from grafting.artifacts import atomic_dir
 from grafting.cache import lookup, store
 from grafting.data.datamodule import DataSpec, GraftingDataModule, build_datamodule, data_spec
 from grafting.data.modular import ModularAddition
+from grafting.graft.tuned_block import load_tuned_block, save_tuned_block, with_block
 from grafting.modules.layer_finetune import LayerFinetuneModule
 from grafting.schema.graft import FinetuneConfig  # the recipe: the finetune node
 from grafting.training import Fit, plain_fit
-from grafting.tuned_block import load_tuned_block, save_tuned_block, with_block
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,14 @@
 """Grafted models as Hugging Face models: ``save_pretrained``, then ``AutoModelForCausalLM.from_pretrained``.
 
-:class:`~grafting.hf_config.GraftedConfig` (model_type ``grafted``) holds the host's config, the
+:class:`~grafting.graft.hf.config.GraftedConfig` (model_type ``grafted``) holds the host's config, the
 donor's config and the graft spec (donor block ``layer``, host position ``dest``, translator kind;
 the widths are the two configs' ``hidden_size``). :class:`GraftedForCausalLM` rebuilds the host from
-its config, puts a :class:`~grafting.grafted.GraftedBlock` (Pre-T, donor block ``layer``, Post-T,
+its config, puts a :class:`~grafting.graft.grafted.GraftedBlock` (Pre-T, donor block ``layer``, Post-T,
 donor rotary) at ``dest``, and delegates ``forward`` and ``generate`` to that grafted host
 (``.host``), so the KV cache and generation behave exactly as the host's own.
 
 The model is registered with ``AutoModelForCausalLM`` when this module is imported (the config
-with ``AutoConfig`` by :mod:`grafting.hf_config`); ``import grafting`` arranges both as soon as
-transformers' Auto classes load (:mod:`grafting.hf_register`).
+with ``AutoConfig`` by :mod:`grafting.graft.hf.config`); ``import grafting.graft.hf`` imports both.
 """
 
 from __future__ import annotations
@@ -26,9 +25,9 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.models.auto.modeling_auto import AutoModelForCausalLM
 
 from grafting import surgery
-from grafting.graft_block import GraftedBlock, SkippedBlock, graft_of, span_of
-from grafting.hf_config import GraftedConfig
-from grafting.translators import TRANSLATORS, build_translator
+from grafting.graft.block import GraftedBlock, SkippedBlock, graft_of, span_of
+from grafting.graft.hf.config import GraftedConfig
+from grafting.graft.translators import TRANSLATORS, build_translator
 
 
 def _keep_weights_(module: nn.Module) -> None:
@@ -119,7 +118,7 @@ class GraftedForCausalLM(PreTrainedModel, GenerationMixin):
 def to_hf_grafted(
     grafted: PreTrainedModel, donor_config: PretrainedConfig | None = None, layer: int | None = None
 ) -> GraftedForCausalLM:
-    """A grafted host model (from :func:`~grafting.grafted.build_grafted`) as a :class:`GraftedForCausalLM`.
+    """A grafted host model (from :func:`~grafting.graft.grafted.build_grafted`) as a :class:`GraftedForCausalLM`.
 
     The wrapper shares ``grafted``'s modules (no copy). ``donor_config`` and ``layer`` default to what
     ``build_grafted`` recorded in the graft.

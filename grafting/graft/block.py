@@ -1,6 +1,6 @@
 """The graft itself: Pre-T -> donor block -> Post-T, called exactly like the host block it replaces.
 
-Below both :mod:`grafting.grafted` (building, saving) and :mod:`grafting.hf_grafted` (the Hugging Face
+Below both :mod:`grafting.graft.grafted` (building, saving) and :mod:`grafting.graft.hf.modeling` (the Hugging Face
 model class), so neither imports the other's module for it.
 """
 

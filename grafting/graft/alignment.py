@@ -23,12 +23,12 @@ from grafting.artifacts import (
     write_tensors_with_manifest,
 )
 from grafting.errors import ArtifactError
-from grafting.grafted import graft_of
-from grafting.losses import mse
+from grafting.graft.grafted import graft_of
+from grafting.graft.losses import mse
+from grafting.graft.translators import least_squares_map
 from grafting.modules.translator_align import PHASES, PrefixCache, TranslatorAlignModule
 from grafting.schema.graft import AlignConfig  # the recipe: the align and loss nodes (defaults, checks)
 from grafting.training import Fit, plain_fit
-from grafting.translators import least_squares_map
 
 log = logging.getLogger(__name__)
 

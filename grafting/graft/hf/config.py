@@ -1,7 +1,7 @@
 """``GraftedConfig``, the config of a saved grafted model (model_type ``grafted``); needs no torch.
 
-Registered with ``AutoConfig`` on import (see :mod:`grafting.hf_register`); the model is in
-:mod:`grafting.hf_grafted`.
+Registered with ``AutoConfig`` on import (``import grafting.graft.hf`` does both registrations); the model is in
+:mod:`grafting.graft.hf.modeling`.
 """
 
 from __future__ import annotations
