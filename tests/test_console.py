@@ -36,14 +36,15 @@ def handlers():
 
 
 def test_each_line_once_and_only_ours_on_the_terminal(handlers):
+    # probes: fresh child loggers (another test's logging config may have disabled the libraries' own ones)
     terminal, logfile = handlers
     setup_run_logging()
     quiet_libraries()
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").info("GPU available: False")
-    logging.getLogger("lightning.pytorch").info("💡 Tip: try a cloud product")
-    logging.getLogger("grafting.stages.pipeline").info("1/4 fine-tune")
-    logging.getLogger("grafting.evaluation.suite").info("Host: {...}", extra=FILE_ONLY)
-    logging.getLogger("transformers").warning("a real problem")
+    logging.getLogger("lightning.pytorch.console_probe").info("GPU available: False")
+    logging.getLogger("lightning.pytorch.console_probe").info("💡 Tip: try a cloud product")
+    logging.getLogger("grafting.console_probe").info("1/4 fine-tune")
+    logging.getLogger("grafting.console_probe").info("Host: {...}", extra=FILE_ONLY)
+    logging.getLogger("transformers.console_probe").warning("a real problem")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn("`old_api` is deprecated", FutureWarning, stacklevel=1)
