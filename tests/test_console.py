@@ -36,7 +36,9 @@ def handlers():
 
 
 def test_each_line_once_and_only_ours_on_the_terminal(handlers):
-    # probes: fresh child loggers (another test's logging config may have disabled the libraries' own ones)
+    # probes: fresh child loggers at INFO (other tests may have quietened or disabled the libraries' own ones)
+    for name in ("lightning.pytorch.console_probe", "grafting.console_probe", "transformers.console_probe"):
+        logging.getLogger(name).setLevel(logging.INFO)
     terminal, logfile = handlers
     setup_run_logging()
     quiet_libraries()
