@@ -1,6 +1,7 @@
 """The shared cache of aligned translators (align.cache): what its key sees, and an exact read-back."""
 
 import json
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -54,16 +55,18 @@ def test_the_key_changes_with_what_shapes_the_alignment_and_only_that(tmp_path):
     assert _key(tmp_path, [], grafted=other_block, donor=donor) != base
 
 
-@pytest.mark.slow  # two train.py runs (~25 s each on an idle core)
-def test_a_second_run_reads_the_translators_back_and_scores_the_same(tmp_path, monkeypatch):
-    from test_cli import run_train
+@pytest.mark.slow  # two smoke jobs in this process
+def test_a_second_run_reads_the_translators_back_and_scores_the_same(tmp_path, monkeypatch, caplog):
+    from conftest import run_job
 
-    monkeypatch.setenv("GRAFTING_CACHE_DIR", str(tmp_path / "shared-cache"))  # both runs share one cache
+    cache = tmp_path / "shared-cache"  # both runs share one cache
+    monkeypatch.setenv("GRAFTING_CACHE_DIR", str(cache))
     results = []
     for name in ("first", "second"):
-        proc = run_train(["debug=smoke", "align.cache=true", f"hydra.run.dir={tmp_path / name}"], tmp_path)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results.append((json.loads((tmp_path / name / "results.json").read_text()), proc.stdout + proc.stderr))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="grafting"):
+            run_dir = run_job(["debug=smoke", "align.cache=true", f"paths.cache_dir={cache}"], tmp_path / name)
+        results.append((json.loads((run_dir / "results.json").read_text()), caplog.text))
     (first, _), (second, log) = results
     assert "aligned translators from the cache" in log
     assert second["align"] == first["align"]

@@ -67,7 +67,7 @@ def test_host_lora_rank_matches_the_translator_budget(family):
     assert abs(trained - budget) <= per_rank / 2  # the closest rank
 
 
-@pytest.mark.slow  # a train.py subprocess each (~25 s on an idle core); CI runs them in its slow step
+@pytest.mark.slow  # a smoke job each, in this process; CI runs them in its slow step
 @pytest.mark.parametrize("overrides", [
     ["align.method=distill"],
     ["align.solver=procrustes"],
@@ -77,11 +77,10 @@ def test_host_lora_rank_matches_the_translator_budget(family):
 ], ids=["distill", "procrustes", "procrustes_init", "span", "host_lora"])
 def test_method_runs_from_the_cli(tmp_path, overrides):
     """Each method is an option of the main job (2-layer random models, a few steps)."""
-    from test_cli import _results, run_train
+    from conftest import run_job
+    from test_cli import _results
 
-    proc = run_train(["debug=smoke", *overrides], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = _results(tmp_path)
+    results = _results(run_job(["debug=smoke", *overrides], tmp_path))
     models = results["models"]
     assert {"Grafted", "Host"} <= set(models) and all("f_S" in s for s in models.values())
     if "align.method=distill" in overrides:
