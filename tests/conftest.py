@@ -8,6 +8,8 @@ from pathlib import Path
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
     os.environ[_var] = "1"
 os.environ.setdefault("WANDB_MODE", "disabled")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: the workers are the parallelism, one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (inherited by the subprocesses the tests start)
 os.environ.setdefault("GRAFTING_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "grafting-test"))
 
 import pytest  # noqa: E402
