@@ -16,6 +16,7 @@ from grafting.stages.skillpack_common import check_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a whole stage at smoke size (about 30 s); CI runs it with the others
 def test_skillpack_stage_smoke(tmp_path, capsys):
     run_dir = run_job(["stage=skillpack", "debug=smoke", "skill.fuse=[copy]", "skillpack.budget.fractions=[0.02,0.05]",
                        "skillpack.budget.bitdelta_steps=5", "skillpack.lora.lrs=[1e-3,1e-2]", "skill.n_val=8"], tmp_path)

@@ -82,6 +82,7 @@ def test_cache_key_follows_only_the_phases_a_role_depends_on(recipe):
     assert {r for r in roles if recipe.key(r) != sft.key(r)} == {"instruct"}
 
 
+@pytest.mark.slow  # a whole stage at smoke size (about 30 s); CI runs it with the others
 def test_tiny_roles_train_cache_and_share_the_architecture(tmp_path):
     cfg = compose_config(["stage=transplant", "transplant.models.arch.num_hidden_layers=1",
                           "transplant.models.pretrain.steps=2", "transplant.models.successor.steps=2",
