@@ -14,6 +14,7 @@ Registries that are already light are read from their own modules: ``grafting.st
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TypeVar
 
 M = TypeVar("M", bound=Mapping)
@@ -32,8 +33,9 @@ FINETUNE_METHODS = ("lora", "full")  # grafting.modules.layer_finetune
 MODEL_SOURCES = ("hub", "local", "random", "tiny_pretrained", "gguf_package")  # grafting.models.loading
 MODEL_DTYPES = ("float32", "bfloat16", "float16")  # grafting.models.loading
 DATA_PARTS = ("all", "dedup", "a", "b")  # grafting.models.pretrained_tiny
-COMPRESSORS = ("dense", "none", "keep", "magnitude", "bitdelta", "dare", "svd_rank", "svd_energy", "svd_quant",
-               "lora")  # grafting.skillpack.compressors.COMPRESSORS (each class's @register name)
+# grafting/skillpack/compressors/<name>.py, one file per compressor: listed, not imported (that needs torch)
+COMPRESSORS = tuple(sorted(p.stem for p in (Path(__file__).parent / "skillpack" / "compressors").glob("*.py")
+                           if p.stem not in ("__init__", "base")))
 MODULE_KINDS = ("embedding", "lm_head", "attention", "mlp", "norm", "other")  # grafting.skillpack.delta
 POLICY_KEYS = (*MODULE_KINDS, "vector")  # grafting.skillpack.policy
 MERGERS = ("task_arithmetic", "ties", "dare")  # grafting.skillpack.merging.MERGERS
@@ -42,7 +44,7 @@ BUDGET_FAMILIES = ("dense", "svd", "svd_quant", "graftllm", "graftllm_gptq", "ma
 PACK_DTYPES = ("float16", "bfloat16", "float32")  # grafting.skillpack.quant
 SUPPORTED_BITS = (2, 3, 4, 8)  # grafting.skillpack.quant
 FP16_BITS = 16  # grafting.skillpack.quant: keep these singular vectors unquantised, in float16
-QUANTIZERS = ("rtn", "gptq")  # grafting.skillpack.svd
+QUANTIZERS = ("rtn", "gptq")  # grafting.skillpack.compressors.svd_quant
 SCORERS = ("abs_diff", "rel_diff")  # grafting.transplant.analysis.SCORERS
 PAIRED_SCORERS = ("l1",)  # grafting.transplant.paired
 TRANSPLANT_PAIRS = ("generation", "instruct")  # grafting.stages.transplant

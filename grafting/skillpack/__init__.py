@@ -3,17 +3,11 @@
 Flow: ``compute_delta`` -> ``compress_delta`` (module-aware policy) -> ``save_pack`` / ``load_pack``
 -> ``apply_packs_`` / ``unload_`` (or the ``applied`` context manager). See docs/METHODS.md §2.
 Also here, imported from their modules: ``router`` (per-prompt top-1 pack choice), ``lora`` (LoRA
-factors as a pack: the equal-size baseline), ``report`` (storage-vs-quality tables and figures),
+factors as a pack: the equal-size baseline), ``compressors`` (one file per compressor), ``report`` (storage-vs-quality tables and figures),
 ``gptq`` + ``calibration`` (GPTQ on SVD factors from layer-input Hessians), ``bitdelta`` (scale
 distillation) and ``budget`` (each method's largest setting within a byte budget).
 """
 
-# svd and lora register their compressors into COMPRESSORS on import; importing them here (the package
-# runs this before any of its modules) keeps the registry complete without compressors importing them.
-from grafting.skillpack import lora as _lora  # noqa: F401  isort: skip
-from grafting.skillpack import svd as _svd  # noqa: F401  isort: skip
-from grafting import names
-from grafting.names import registry
 from grafting.skillpack.apply import applied, apply_packs_, fuse_sum, unload_
 from grafting.skillpack.compressors import (
     COMPRESSORS,
@@ -48,5 +42,3 @@ __all__ = [
     "module_kind", "pack_nbytes", "register", "save_pack", "state_fingerprint", "task_arithmetic", "ties",
     "unload_",
 ]
-
-registry(names.COMPRESSORS, COMPRESSORS)  # every declared compressor is registered (and no other)

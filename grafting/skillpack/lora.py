@@ -16,17 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from grafting.skillpack.compressors import CompressedTensor, register
+from grafting.skillpack.compressors.base import CompressedTensor
 from grafting.skillpack.quant import resolve_dtype
-from grafting.skillpack.svd import SVDRank
 
 _PEFT_PREFIX = "base_model.model."
-
-
-@register("lora")
-class LoraFactors(SVDRank):
-    """Low-rank factors ``A @ B``. Packs from training use :func:`lora_pack`; ``compress`` gives the
-    best rank-r factors of a given delta (truncated SVD), i.e. the most a rank-r LoRA could express."""
 
 
 def _meta(shape: tuple[int, ...], rank: int, dtype: str, alpha: float) -> dict[str, Any]:
