@@ -28,6 +28,13 @@ TINY_ARCH = {
 }
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules with slow or end-to-end tests run first (each module kept whole, for its fixtures): under
+    ``-n auto --dist worksteal`` a minute-long test then never starts last, while the other worker idles."""
+    heavy = {item.module.__name__ for item in items if item.get_closest_marker("slow") or item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.module.__name__ not in heavy)
+
+
 def tiny_model(family: str = "gpt_neox", seed: int = 0, **overrides) -> torch.nn.Module:
     return build_random({**TINY_ARCH[family], **overrides}, seed)
 

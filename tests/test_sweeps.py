@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CONF_DIR, run_job
 
 from grafting.models.loading import load_model
 
@@ -53,15 +54,33 @@ def test_multirun_with_local_host_and_aggregate(tmp_path):
     assert next((tmp_path / "ev2").rglob("aggregate_Tuned.md")).read_text().startswith("**Tuned**")
 
 
-@pytest.mark.slow
+def sweep_jobs(overrides: list[str], tmp_path: Path) -> list[list[str]]:
+    """The jobs ``python train.py -m <overrides>`` launches, each as its list of overrides: the experiment's
+    ``hydra.sweeper.params``, then the command line (which wins on a shared key), expanded by Hydra's basic sweeper."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*fixed, f"paths.root_dir={tmp_path}"], return_hydra_config=True)
+    params = [f"{key}={value}" for key, value in (cfg.hydra.sweeper.params or {}).items()]
+    parsed = parser.parse_overrides([*params, *overrides])
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_sweeps_with_smoke(tmp_path, experiment):
-    # dest 0,1 and one seed keep it short; the experiment's other axis is swept as configured
+    """Every job of the experiment's sweep, composed and run in this process (the launcher itself runs in
+    the multirun test above): dest 0,1 and one seed keep it short; the other axis is swept as configured."""
     extra = ["graft.dest=0,1"] if experiment == "dest_layer" else []
-    proc = _run("train.py", ["-m", f"experiment={experiment}_tiny", "debug=smoke", "seed=0", *extra], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    job_dirs = [p for p in (tmp_path / f"{experiment}_tiny" / "multiruns").glob("*/*") if p.is_dir()]
-    assert job_dirs and all((d / "results.json").is_file() for d in job_dirs), job_dirs
+    base = [f"experiment={experiment}_tiny", "debug=smoke", "seed=0"]
+    jobs = sweep_jobs([*base, *extra], tmp_path)
     # each ablation sweeps its non-protocol values only (the protocol's row is experiment=paper_protocol_tiny)
     expected = {"loss_ablation": 1, "dest_layer": 2, "align_data": 2, "strategy": 1, "host_size": 3}[experiment]
-    assert len(job_dirs) == expected
+    assert len(jobs) == expected and all("seed=0" in job for job in jobs), jobs
+    for i, job in enumerate(jobs):
+        run = run_job(job, tmp_path / str(i))
+        results = json.loads((run / "results.json").read_text())
+        assert {"Tuned", "Grafted", "Host"} <= set(results["models"]), job
