@@ -45,6 +45,21 @@ def test_budget_summary_counts_the_test_items_of_each_score():
     assert mean == pytest.approx(90.0) and high - mean == pytest.approx(half, rel=0.02) and low < 90.0
 
 
+def test_a_retained_gain_where_every_item_agrees_still_has_the_exact_intervals_width():
+    """All 300 prompts right in all seeds: zero item variance, but the exact interval of 300/300 is [0.988, 1],
+    so the gain (base 0.2, full 0.9) spans at least 100 (0.988 - 0.2) / 0.7 .. 100 (1 - 0.2) / 0.7."""
+    from grafting.metrics.stats import clopper_pearson
+    from grafting.skillpack.report import summarize_budgets
+
+    gain = 100 * (1.0 - 0.2) / 0.7
+    runs = [{"copy": [{"method": "svd", "budget": 0.05, "bytes": 1, "pct_dense": 1.0, "pct_gain": gain, "score": 1.0,
+                       "n": 300}]}] * 3
+    mean, low, high = summarize_budgets(runs, [{"copy": (0.2, 0.9)}] * 3)[0]["gain"]
+    cp_low, cp_high = clopper_pearson(300, 300)
+    assert mean == pytest.approx(gain) and cp_high == 1.0
+    assert low == pytest.approx(100 * (cp_low - 0.2) / 0.7) and high == pytest.approx(gain) and low < mean
+
+
 def test_budget_summary_means_intervals_and_misfits(tmp_path):
     from grafting.skillpack.report import budget_figure, budget_markdown, summarize_budgets, summary_markdown
 

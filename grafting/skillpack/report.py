@@ -141,7 +141,8 @@ def summarize_budgets(runs: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]],
     The interval is :func:`grafting.metrics.stats.seed_item_interval`: the spread over seeds plus, with
     ``refs``, each run's test-item noise. A score on ``n`` test items in [0, 1] has an item variance of at
     most ``s(1 - s)``, and the retained gain ``100 (s - base) / (full - base)`` scales it by
-    ``(100 / (full - base))²`` (base and full taken as fixed).
+    ``(100 / (full - base))²`` (base and full taken as fixed). The interval is never narrower than the
+    exact interval of the pack's pooled score carried through the same map (:func:`_with_exact_floor`).
 
     Args:
         runs: one ``results["budgets"]`` per run (task -> rows of :func:`budget_row`).
@@ -162,7 +163,7 @@ def summarize_budgets(runs: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]],
         n_items = [int(r.get("n") or 0) for r in rows]
         if refs is not None and all(ref is not None for _, ref in pairs) and all(n_items):
             item_vars = [_gain_item_var(r, ref) for r, ref in pairs]
-            gain = seed_item_interval(gains, n_items, item_vars)
+            gain = _with_exact_floor(seed_item_interval(gains, n_items, item_vars), rows, [ref for _, ref in pairs])
         else:
             gain = seed_item_interval(gains)
         pct = [r["pct_dense"] for r in rows if r["pct_dense"] is not None and math.isfinite(r["pct_dense"])]
@@ -170,6 +171,24 @@ def summarize_budgets(runs: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]],
                     "pct_dense": sum(pct) / len(pct) if pct else float("nan"),
                     "fits": sum(r["bytes"] is not None for r in rows)})
     return out
+
+
+def _with_exact_floor(gain: tuple[float, float, float], rows: Sequence[Mapping[str, Any]],
+                      refs: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
+    """Widen a retained-gain interval to at least the exact (Clopper-Pearson) interval of the pack's pooled
+    test score, mapped through ``100 (s - base) / (full - base)`` at the mean base and full: where every
+    item of every seed agrees (a score of 1.000 or 0.000) the item variance is zero, but the test set is
+    finite, so the interval is not."""
+    from grafting.metrics.stats import seed_item_interval
+
+    base = sum(b for b, _ in refs) / len(refs)
+    full = sum(f for _, f in refs) / len(refs)
+    scores = [float(r["score"]) for r in rows]
+    if abs(full - base) < 1e-12 or not all(math.isfinite(x) for x in scores):
+        return gain
+    _, low, high = seed_item_interval(scores, [int(r["n"]) for r in rows], proportion=True)
+    ends = sorted(100.0 * (x - base) / (full - base) for x in (low, high))
+    return gain[0], min(gain[1], ends[0]), max(gain[2], ends[1])
 
 
 def _gain_item_var(row: Mapping[str, Any], ref: tuple[float, float]) -> float:
