@@ -1,14 +1,12 @@
 """Faults: a NaN loss stops the run by name and keeps the last good checkpoint; resume skips finished work."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from conftest import run_job
 
 from grafting.callbacks import FiniteLossGuard, NonFiniteLossError
 
@@ -42,25 +40,15 @@ def test_nan_loss_stops_with_stage_and_step_and_keeps_checkpoint(tmp_path):
     assert saved["global_step"] == 4 and torch.isfinite(saved["state_dict"]["w"]).all()
 
 
-def _train(args: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="disabled")
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
-@pytest.mark.slow  # about a minute of subprocess runs; CI runs it in its slow step
 def test_resume_reads_back_finished_steps(tmp_path):
-    run_dir = tmp_path / "run"
-    first = _train(["debug=smoke", f"hydra.run.dir={run_dir}", "checkpoint_every=2"])
-    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = run_job(["debug=smoke", "checkpoint_every=2"], tmp_path)
     assert (run_dir / "checkpoints" / "finetune" / "last.ckpt").is_file()
     results = json.loads((run_dir / "results.json").read_text())
     (run_dir / "results.json").unlink()  # as if the job died during evaluation
     stamps = {p: p.stat().st_mtime_ns for p in [run_dir / "tuned_block" / "weights.safetensors",
                                                 run_dir / "align" / "pre" / "weights.safetensors",
                                                 run_dir / "align" / "post" / "weights.safetensors"]}
-    second = _train(["debug=smoke", f"hydra.run.dir={run_dir}", "resume=true"])
-    assert second.returncode == 0, second.stderr[-3000:]
+    run_job(["debug=smoke", "resume=true"], tmp_path)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "finished steps were recomputed"
     assert json.loads((run_dir / "results.json").read_text())["models"] == results["models"]
 

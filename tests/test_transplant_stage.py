@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, run_job
 
 from grafting.errors import ConfigError
 from grafting.metrics.stats import seed_item_interval
@@ -35,13 +32,10 @@ SMOKE_MODELS = ["transplant.models.arch.num_hidden_layers=2", "transplant.models
                 "transplant.control_seeds=[0,1]", "transplant.blend_alphas=[0.5]"]
 
 
-def _run(tmp_path, overrides: list[str]) -> tuple[Path, dict, str]:
-    env = dict(os.environ, WANDB_MODE="disabled", GRAFTING_CACHE_DIR=str(tmp_path / "cache"))
-    cmd = [sys.executable, "train.py", f"paths.log_dir={tmp_path}", "stage=transplant", "debug=smoke", *overrides]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [found] = list(tmp_path.rglob("results.json"))
-    return found.parent, json.loads(found.read_text()), proc.stdout
+def _run(tmp_path, overrides: list[str], capsys) -> tuple[Path, dict, str]:
+    """``python train.py stage=transplant debug=smoke <overrides>``, in this process; its run folder, results, stdout."""
+    run_dir = run_job(["stage=transplant", "debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}", *overrides], tmp_path)
+    return run_dir, json.loads((run_dir / "results.json").read_text()), capsys.readouterr().out
 
 
 def _check_rows(results: dict) -> None:
@@ -66,9 +60,9 @@ def _check_rows(results: dict) -> None:
 
 
 @pytest.mark.slow
-def test_transplant_pair_smoke_end_to_end(tmp_path):
+def test_transplant_pair_smoke_end_to_end(tmp_path, capsys):
     """The default path: tiny Llama predecessor / successor trained for a few steps, every scorer."""
-    run_dir, results, stdout = _run(tmp_path, SMOKE_MODELS)
+    run_dir, results, stdout = _run(tmp_path, SMOKE_MODELS, capsys)
     assert "Recovery (fact)" in stdout and "TIR (fact)" in stdout
     assert (run_dir / FIGURE).stat().st_size > 0 and (run_dir / "results.md").is_file()
     assert results["meta"]["n_candidates"] == 2 * 7  # llama: q, k, v, o, gate, up, down per block
@@ -76,12 +70,12 @@ def test_transplant_pair_smoke_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_transplant_legacy_smoke_end_to_end(tmp_path):
+def test_transplant_legacy_smoke_end_to_end(tmp_path, capsys):
     """pair=null: the host (the target) and its SFT copy (2-layer random GPTNeoX), one scorer."""
     run_dir, results, stdout = _run(tmp_path, ["transplant.pair=null", "transplant.metric=f_H",
                                                "transplant.scorers=[abs_diff]", "transplant.eval_points=16",
                                                "transplant.k_list=[1,2,16]", "transplant.control_seeds=[0,1]",
-                                               "transplant.blend_alphas=[]", "transplant.n_analysis_prompts=8"])
+                                               "transplant.blend_alphas=[]", "transplant.n_analysis_prompts=8"], capsys)
     assert "Recovery (f_H)" in stdout
     assert (run_dir / "source" / "config.json").is_file()
     _check_rows(results)

@@ -1,15 +1,12 @@
 """Tuned blocks on disk: verified before use (sha256, layer, donor fingerprint) and shared through the cache."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import compose_config, tiny_model
+from conftest import compose_config, run_job, tiny_model
 
 from grafting import surgery
 from grafting.errors import ArtifactError
@@ -69,16 +66,10 @@ def test_wrong_layer_is_refused(saved):
         load_tuned_block(folder, donor, 0)
 
 
-@pytest.mark.slow  # about a minute of subprocess runs; CI runs it in its slow step
 def test_finetune_cache_is_reused_across_runs(tmp_path):
     """Two jobs with finetune.cache=true and the same seed: the second reads the first's block, trains nothing."""
-    env = dict(os.environ, WANDB_MODE="disabled", GRAFTING_CACHE_DIR=str(tmp_path / "cache"))
-    runs = [tmp_path / "a", tmp_path / "b"]
-    for run in runs:
-        done = subprocess.run([sys.executable, "train.py", "stage=finetune", "debug=smoke", "finetune.cache=true",
-                               f"hydra.run.dir={run}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
+    runs = [run_job(["stage=finetune", "debug=smoke", "finetune.cache=true", f"paths.cache_dir={tmp_path / 'cache'}"],
+                    tmp_path / name) for name in ("a", "b")]
     assert (runs[0] / "checkpoints" / "finetune").is_dir()
     assert not (runs[1] / "checkpoints" / "finetune").exists(), "the second job fine-tuned again"
     cached = [p for p in (tmp_path / "cache" / "tuned_blocks").iterdir() if not p.name.startswith(".")]  # not the lock
