@@ -28,11 +28,17 @@ TINY_ARCH = {
 }
 
 
+# Modules whose tests share a costly module fixture (the SmolLM2 de-quantisation, ~30 s): first in the order.
+SHARED_FIXTURE_MODULES = ("test_smollm2",)
+
+
 def pytest_collection_modifyitems(config, items):
     """Modules with slow or end-to-end tests run first (each module kept whole, for its fixtures): under
-    ``-n auto --dist worksteal`` a minute-long test then never starts last, while the other worker idles."""
+    ``-n auto --dist worksteal`` a minute-long test then never starts last, while the other worker idles.
+    Work-stealing takes tests from the tail of a worker's queue, so the module at the very head runs whole
+    on the first worker, and its module fixture is built once."""
     heavy = {item.module.__name__ for item in items if item.get_closest_marker("slow") or item.get_closest_marker("e2e")}
-    items.sort(key=lambda item: item.module.__name__ not in heavy)
+    items.sort(key=lambda item: (item.module.__name__ not in SHARED_FIXTURE_MODULES, item.module.__name__ not in heavy))
 
 
 def tiny_model(family: str = "gpt_neox", seed: int = 0, **overrides) -> torch.nn.Module:

@@ -49,8 +49,7 @@ def test_multirun_with_local_host_and_aggregate(tmp_path):
     assert "Runs made with commit" in table
     assert (out / "aggregate.csv").is_file() and (out / "graft.layer.png").is_file()
     assert (out / "graft.layer_Tuned.png").is_file()
-    proc = _run("evaluate.py", [f"aggregate={sweep_dir}", "aggregate_model=Tuned"], tmp_path / "ev2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_job([f"aggregate={sweep_dir}", "aggregate_model=Tuned"], tmp_path / "ev2", "evaluate")  # in-process
     assert next((tmp_path / "ev2").rglob("aggregate_Tuned.md")).read_text().startswith("**Tuned**")
 
 
