@@ -39,6 +39,9 @@ COMPRESSORS = tuple(sorted(p.stem for p in (Path(__file__).parent / "skillpack" 
 MODULE_KINDS = ("embedding", "lm_head", "attention", "mlp", "norm", "other")  # grafting.skillpack.delta
 POLICY_KEYS = (*MODULE_KINDS, "vector")  # grafting.skillpack.policy
 MERGERS = ("task_arithmetic", "ties", "dare")  # grafting.skillpack.merging.MERGERS
+# grafting/skillpack/routers/<name>.py, one file per router (as the compressors)
+ROUTERS = tuple(sorted(p.stem for p in (Path(__file__).parent / "skillpack" / "routers").glob("*.py")
+                       if p.stem not in ("__init__", "base")))
 BUDGET_FAMILIES = ("dense", "svd", "svd_quant", "graftllm", "graftllm_gptq", "magnitude", "dare",
                    "bitdelta")  # grafting.skillpack.budget.FAMILIES
 PACK_DTYPES = ("float16", "bfloat16", "float32")  # grafting.skillpack.quant

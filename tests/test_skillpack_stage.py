@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow  # a whole stage at smoke size (about 30 s); CI runs it with the others
 def test_skillpack_stage_smoke(tmp_path, capsys):
     run_dir = run_job(["stage=skillpack", "debug=smoke", "skill.fuse=[copy]", "skillpack.budget.fractions=[0.02,0.05]",
-                       "skillpack.budget.bitdelta_steps=5", "skillpack.lora.lrs=[1e-3,1e-2]", "skill.n_val=8"], tmp_path)
+                       "skillpack.budget.bitdelta_steps=5", "skillpack.lora.lrs=[1e-3,1e-2]", "skill.n_val=8",
+                       "skillpack.router=[learned,centroid,arrow,gate]"], tmp_path)
     stdout = capsys.readouterr().out
-    assert "Storage vs quality" in stdout and "router (top-1)" in stdout
+    assert "Storage vs quality" in stdout and "router: arrow" in stdout
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["storage"]) == {"modadd", "copy"}
     methods = {r["method"].split(" ")[0]: r for r in results["storage"]["modadd"]}
@@ -36,8 +37,12 @@ def test_skillpack_stage_smoke(tmp_path, capsys):
                          ("copy", "graftllm")]:
         manifest = json.loads((run_dir / "packs" / task / method / "manifest.json").read_text())
         assert manifest["base_fingerprint"] == fingerprint and manifest["metadata"]["task"] == task
-    assert set(results["fusion"]["scores"]["router (top-1)"]) == {"modadd", "copy"}
+    for kind in ("learned", "centroid", "arrow", "gate"):  # every router runs from the config, each with its row
+        assert set(results["fusion"]["scores"][f"router: {kind}"]) == {"modadd", "copy"}
+        assert set(results["fusion"]["routers"][kind]["paraphrase_accuracy"]) == {"modadd", "copy"}
+    assert results["fusion"]["routers"]["arrow"]["train"]["modules"] > 0  # prototypes from the packs alone
     assert (run_dir / "router" / "router.json").is_file() and (run_dir / "router" / "router.safetensors").is_file()
+    assert (run_dir / "router_gate" / "router.json").is_file()
     assert (run_dir / "storage_vs_quality.png").stat().st_size > 1000
     assert len(json.loads((run_dir / "distilled" / "copy.json").read_text())["responses"]) == 32
     assert "Storage vs quality" in (run_dir / "results.md").read_text()

@@ -62,16 +62,22 @@ def fusion_markdown(jobs: list[dict], tasks: list[str]) -> str:
         cells = [format_interval(score_interval([j["fusion"]["scores"][row].get(t, math.nan) for j in jobs], n))
                  for t in tasks]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    acc = {t: format_interval(score_interval([j["fusion"]["router_paraphrase_accuracy"][t] for j in jobs], n))
-           for t in tasks}
-    own = {t: format_interval(score_interval([j["fusion"]["router_test_accuracy"][t] for j in jobs], n))
-           for t in tasks}
+    # runs made before there were several routers hold one (the learned one) under the legacy keys
+    routers = jobs[0]["fusion"].get("routers") or {"learned": None}
+    lines += ["", "Router accuracy (share of prompts sent to the task's own pack), on the test prompts in their "
+              "training template / on held-out paraphrased instructions that share one `Answer:` cue (no template "
+              "gives the task away):", "", "| router | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for kind in routers:
+        def accuracy(j: dict, key: str, t: str, kind: str = kind) -> float:
+            r = (j["fusion"].get("routers") or {}).get(kind)
+            return r[key][t] if r else j["fusion"][f"router_{key}"][t]
+
+        cells = [f"{format_interval(score_interval([accuracy(j, 'test_accuracy', t) for j in jobs], n))} / "
+                 f"{format_interval(score_interval([accuracy(j, 'paraphrase_accuracy', t) for j in jobs], n))}"
+                 for t in tasks]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     chosen = [j["fusion"]["mergers_chosen_on_val"] for j in jobs]
-    lines += ["", "Router accuracy (share of prompts sent to the task's own pack):",
-              "- on the test prompts, in their training template: " + ", ".join(f"{t} {v}" for t, v in own.items()),
-              "- on held-out paraphrased instructions that share one `Answer:` cue (no template gives the task "
-              "away): " + ", ".join(f"{t} {v}" for t, v in acc.items()),
-              "", "Merger settings chosen on validation, per seed: "
+    lines += ["", "Merger settings chosen on validation, per seed: "
               + "; ".join(", ".join(f"{m} {c['params']}" for m, c in ch.items()) for ch in chosen)]
     return "\n".join(lines) + "\n"
 

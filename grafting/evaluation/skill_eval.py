@@ -11,7 +11,7 @@ from grafting.data.skill_tasks import SkillExample, SkillTask
 from grafting.generation import generate_continuations
 from grafting.skillpack.apply import PackLike, applied
 from grafting.skillpack.pack import SkillPack
-from grafting.skillpack.router import PackRouter, routed_generate
+from grafting.skillpack.routers import Router, routed_generate
 
 
 def eval_examples(task: SkillTask, n_points: int) -> list[SkillExample]:
@@ -46,10 +46,11 @@ def evaluate_skill(model: nn.Module, tokenizer, task: SkillTask, n_points: int, 
     return {**score_outputs(task, examples, outputs), "outputs": outputs}
 
 
-def evaluate_routed(model: nn.Module, tokenizer, task: SkillTask, router: PackRouter, packs: Mapping[str, SkillPack],
+def evaluate_routed(model: nn.Module, tokenizer, task: SkillTask, router: Router, packs: Mapping[str, SkillPack],
                     n_points: int, batch_size: int = 128, max_new_tokens: int = 8,
                     fingerprint: str | None = None) -> dict[str, Any]:
-    """Task metrics when the router picks a pack per prompt; ``routed_to_own`` = share sent to ``task``'s pack."""
+    """Task metrics when the router picks (or mixes) packs per prompt; ``routed_to_own`` = share of prompts whose
+    largest weight is on ``task``'s pack."""
     examples = eval_examples(task, n_points)
     outputs, choice = routed_generate(model, tokenizer, router, packs, [ex.prompt for ex in examples],
                                       max_new_tokens, batch_size, fingerprint=fingerprint)

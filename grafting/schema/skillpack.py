@@ -171,10 +171,15 @@ class Merger(Node):
 
 
 class Router(Node):
+    """``skillpack.fusion.router``: the routers' settings (each router reads the ones it uses)."""
+
     hidden: Count = None
     n_train: Pos = None
     epochs: Pos = None
     lr: LR = None
+    temperature: Annotated[float, Field(gt=0)] = None  # gate
+    top_k: Pos = None  # gate
+    rank: Pos = None  # arrow
 
 
 class Fusion(Node):
@@ -198,6 +203,7 @@ class Skillpack(Node):
 
     default: Text = None
     methods: dict[str, dict[Literal[names.POLICY_KEYS], Compressor]] = None
+    router: Literal[names.ROUTERS] | Annotated[list[Literal[names.ROUTERS]], NonEmpty] = None
     lora: LoRA = None
     fusion: Fusion = None
     budget: Budget = None

@@ -1,9 +1,9 @@
-"""The SkillPack router: a small per-input classifier that picks one pack per prompt (top-1).
+"""The ``learned`` router's classifier: a small per-input classifier that picks one pack per prompt (top-1).
 
 Features are the base target's last hidden state, mean-pooled over the prompt's tokens. The
 classifier is logistic regression (``hidden=0``) or a one-hidden-layer MLP, trained with torch
-on standardised features. Generation with a router groups prompts by their chosen pack, applies
-that pack, generates, and unloads, so the base weights are bit-identical afterwards.
+on standardised features. The routers (this one among them) and routed generation are in
+:mod:`grafting.skillpack.routers`.
 
 Saved as ``router.safetensors`` (weights, feature mean/std) plus ``router.json`` (pack names,
 sizes, the base fingerprint and the weights file's sha256). Nothing is pickled.
@@ -22,9 +22,7 @@ from torch import Tensor, nn
 
 from grafting.artifacts import atomic_dir, write_json_atomic
 from grafting.errors import ArtifactError
-from grafting.generation import eval_mode, generate_continuations, padding_side
-from grafting.skillpack.apply import applied
-from grafting.skillpack.pack import SkillPack, check_fingerprint
+from grafting.generation import eval_mode, padding_side
 
 FORMAT = "grafting-router"
 WEIGHTS = "router.safetensors"
@@ -141,29 +139,3 @@ def train_router(model: nn.Module, tokenizer, prompts_by_pack: Mapping[str, Sequ
     stats = router.fit(feats, labels, epochs=epochs, lr=lr, seed=seed)
     router.base_fingerprint = fingerprint
     return router, stats
-
-
-def routed_generate(model: nn.Module, tokenizer, router: PackRouter, packs: Mapping[str, SkillPack],
-                    prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64,
-                    fingerprint: str | None = None) -> tuple[list[str], list[str]]:
-    """Per prompt: pick a pack with the router, apply it, generate greedily, unload.
-
-    Prompts routed to the same pack are generated together (one apply / unload per pack).
-
-    Returns:
-        ``(outputs, chosen pack names)``, both aligned with ``prompts``.
-    """
-    missing = [n for n in router.names if n not in packs]
-    if missing:
-        raise KeyError(f"router knows packs {missing} that were not given")
-    if fingerprint is not None:
-        check_fingerprint(router.base_fingerprint, fingerprint, where="router")
-    choice = [router.names[i] for i in router.predict(prompt_features(model, tokenizer, prompts, batch_size))]
-    outputs: list[str] = [""] * len(prompts)
-    for name in dict.fromkeys(choice):
-        idx = [i for i, c in enumerate(choice) if c == name]
-        with applied(model, packs[name], fingerprint=fingerprint):
-            texts = generate_continuations(model, tokenizer, [prompts[i] for i in idx], max_new_tokens, batch_size)
-        for i, text in zip(idx, texts, strict=True):
-            outputs[i] = text
-    return outputs, choice

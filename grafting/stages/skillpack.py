@@ -6,7 +6,7 @@
 3. Storage vs quality: bytes on disk as % of the dense delta's pack, score as % of the full
    fine-tune's gain over the base; ``results.md`` and ``storage_vs_quality.png``.
 4. With ``skill.fuse``: more skills, each a default pack; scored alone, summed (task arithmetic),
-   merged (TIES, DARE) and routed per prompt by a router saved in ``router/``.
+   merged (TIES, DARE) and routed per prompt by each router of ``skillpack.router`` (grafting/skillpack/routers).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from grafting.skillpack.report import (
     storage_markdown,
     storage_row,
 )
-from grafting.skillpack.router import prompt_features, train_router
+from grafting.skillpack.routers import build_router
 from grafting.stages.skill_learning import Distilled, learn_skill, skill_delta, train_target
 from grafting.stages.skillpack_budgets import budget_curves
 from grafting.stages.skillpack_common import (
@@ -107,6 +107,12 @@ def _dense_pack(delta: Mapping[str, torch.Tensor]) -> dict:
     return ModuleAwareCompressor(dict.fromkeys(POLICY_KEYS, DENSE)).compress(delta)
 
 
+def router_names(sp) -> list[str]:
+    """``skillpack.router``: one router's name or a list of them (each gets its row in the fusion table)."""
+    value = sp.get("router", "learned")
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
 def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], packs: Mapping[str, SkillPack],
            fingerprint: str, base: Mapping[str, float]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Each task scored under its own pack, the mergers of all packs, and the router."""
@@ -131,19 +137,25 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
         table[merger] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=merged, **ev)["score"] for n in names}
     rc = sp.fusion.router
     prompts = {n: [ex.prompt for ex in tasks[n].split("train")[: int(rc.n_train)]] for n in names}
-    router, fit = train_router(target, tokenizer, prompts, hidden=int(rc.hidden), epochs=int(rc.epochs),
-                               lr=float(rc.lr), seed=int(ctx.cfg.seed), fingerprint=fingerprint)
-    router.save(ctx.run_dir / "router", overwrite=bool(ctx.cfg.get("overwrite", False)))
-    routed = {n: evaluate_routed(target, tokenizer, tasks[n], router, packs, fingerprint=fingerprint, **ev)
-              for n in names}
-    table["router (top-1)"] = {n: r["score"] for n, r in routed.items()}
-    # the router on instructions worded as in no training prompt, all ending in the same "Answer:"
-    paraphrased = {n: router.predict(prompt_features(target, tokenizer, tasks[n].router_prompts("test")[: ev["n_points"]]))
-                   for n in names}
-    info = {"router_train": fit, "router_test_accuracy": {n: r["routed_to_own"] for n, r in routed.items()},
-            "router_paraphrase_accuracy": {n: mean([float(router.names[i] == n) for i in paraphrased[n]])
-                                           for n in names},
-            "mergers_chosen_on_val": chosen}
+    overwrite = bool(ctx.cfg.get("overwrite", False))
+    info: dict[str, Any] = {"routers": {}, "mergers_chosen_on_val": chosen}
+    for kind in router_names(sp):
+        router = build_router(kind, names, **plain(rc))
+        fit = router.fit(target, tokenizer, packs, prompts, seed=int(ctx.cfg.seed), fingerprint=fingerprint)
+        if hasattr(router, "save"):
+            router.save(ctx.run_dir / ("router" if kind == "learned" else f"router_{kind}"), overwrite=overwrite)
+        routed = {n: evaluate_routed(target, tokenizer, tasks[n], router, packs, fingerprint=fingerprint, **ev)
+                  for n in names}
+        table[f"router: {kind}"] = {n: r["score"] for n, r in routed.items()}
+        # the router on instructions worded as in no training prompt, all ending in the same "Answer:"
+        paraphrased = {n: router.choose(target, tokenizer, tasks[n].router_prompts("test")[: ev["n_points"]])
+                       for n in names}
+        info["routers"][kind] = {
+            "train": fit, "test_accuracy": {n: r["routed_to_own"] for n, r in routed.items()},
+            "paraphrase_accuracy": {n: mean([float(c == n) for c in paraphrased[n]]) for n in names}}
+    first = info["routers"][router_names(sp)[0]]  # the keys of runs made before there were several routers
+    info.update(router_train=first["train"], router_test_accuracy=first["test_accuracy"],
+                router_paraphrase_accuracy=first["paraphrase_accuracy"])
     return table, info
 
 
@@ -200,9 +212,9 @@ def run(cfg) -> dict[str, Any]:
             table = {"full fine-tune (one model per task)": {n: results["full"][n]["score"] for n in names}, **table}
             results["fusion"] = {"scores": table, **info}
             markdown += "\n" + score_table(table, names, f"Fusion of {sp.default} packs: score per task")
-            markdown += f"\nrouter test accuracy (share routed to the task's own pack): {info['router_test_accuracy']}\n"
-            markdown += ("router accuracy on held-out paraphrased instructions (shared 'Answer:' cue): "
-                         f"{info['router_paraphrase_accuracy']}\n")
+            for kind, r in info["routers"].items():
+                markdown += (f"\nrouter {kind}: share routed to the task's own pack on test {r['test_accuracy']}, on "
+                             f"held-out paraphrased instructions (shared 'Answer:' cue) {r['paraphrase_accuracy']}\n")
             markdown += "merger settings chosen on validation: " + ", ".join(
                 f"{m}: {c['params']}" for m, c in info["mergers_chosen_on_val"].items()) + "\n"
         if model_fingerprint(target) != fingerprint:  # packs must never leave a trace on the base

@@ -19,10 +19,11 @@ from grafting.errors import ConfigError
 from grafting.evaluation.skill_eval import evaluate_routed, evaluate_skill, strip_outputs
 from grafting.evaluation.suite import eval_device
 from grafting.models.loading import load_model
+from grafting.plain import plain
 from grafting.run_context import RunContext
 from grafting.skillpack.pack import SkillPack, model_fingerprint
 from grafting.skillpack.report import score_table
-from grafting.skillpack.router import train_router
+from grafting.skillpack.routers import build_router
 from grafting.stages.skill_learning import distill, skill_delta, train_source, train_target
 from grafting.stages.skillpack_common import check_config, eval_kwargs, make_pack, place_models
 
@@ -62,8 +63,8 @@ def continual(ctx: RunContext, target: torch.nn.Module, tokenizer, source: torch
              for n in names}
     rc = cfg.skillpack.fusion.router
     prompts = {n: [ex.prompt for ex in tasks[n].split("train")[: int(rc.n_train)]] for n in names}
-    router, fit = train_router(target, tokenizer, prompts, hidden=int(rc.hidden), epochs=int(rc.epochs),
-                               lr=float(rc.lr), seed=int(cfg.seed), fingerprint=fingerprint)
+    router = build_router("learned", names, **plain(rc))
+    fit = router.fit(target, tokenizer, packs, prompts, seed=int(cfg.seed), fingerprint=fingerprint)
     router.save(ctx.run_dir / "router", overwrite=bool(cfg.get("overwrite", False)))
     routed = {n: evaluate_routed(target, tokenizer, tasks[n], router, packs, fingerprint=fingerprint, **ev)
               for n in names}
