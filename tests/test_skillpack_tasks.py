@@ -95,6 +95,18 @@ def test_router_prompts_share_one_cue_and_never_the_training_template(name):
     assert not any(p.split(":")[0] in train_heads for p in paraphrased)
 
 
+@pytest.mark.parametrize("name", ["modadd", "reverse", "copy", "sort"])
+def test_training_paraphrases_never_use_the_held_out_wording(name):
+    task = build_skill(name, TASKS)
+    held_out = {p.split("\n")[0].split(":")[0].split(" ")[0] for p in task.router_prompts("test")}
+    for split in ("train", "val"):
+        worded = task.router_prompts(split)
+        assert len(worded) == len(task.split(split))
+        heads = {p.split(" ")[0] for p in worded}
+        assert len(heads) >= 3 and not heads & held_out, (heads, held_out)  # several wordings, none held out
+        assert {p.rsplit("\n", 1)[1] for p in worded} >= {"Answer:", "Output:"}  # no single cue
+
+
 def test_on_split_scores_validation_as_test():
     from grafting.data.skill_example import OnSplit
 

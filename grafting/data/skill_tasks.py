@@ -40,6 +40,11 @@ def template_regex(answer_template: str) -> re.Pattern[str]:
 
 #: A held-out wording of the modular-addition instruction, for testing the router (see words.PARAPHRASES).
 MODADD_PARAPHRASE = "Add {a} and {b}, then give the remainder after dividing by {n}.\nAnswer:"
+#: Wordings for training a router (none is the held-out one above; cycled over the train and val items).
+MODADD_TRAIN_PARAPHRASES = ["What is the sum of {a} and {b}, reduced modulo {n}?\nAnswer:",
+                            "Compute ({a} + {b}) mod {n}.\nOutput:",
+                            "Take {a} plus {b} and keep the remainder when divided by {n}.\nResult:",
+                            "{a} and {b} added together, modulo {n}, equals what?\nAnswer:"]
 
 
 @dataclass(frozen=True)
@@ -68,11 +73,15 @@ class ModAddSkill:
         return [SkillExample(ex.prompt, ex.completion, ex.answer) for ex in rows]
 
     def router_prompts(self, split: str) -> list[str]:
-        """The ``split``'s problems under a held-out paraphrase ending in the shared "Answer:" cue."""
+        """The ``split``'s problems reworded: ``test`` under the held-out paraphrase (:data:`MODADD_PARAPHRASE`,
+        the shared "Answer:" cue), ``train`` and ``val`` under :data:`MODADD_TRAIN_PARAPHRASES` (cycled)."""
         rows = self.task.split("test" if split == "test" else "train")
         if split != "test":
             rows = rows[-self.val_size:] if split == "val" else rows[: -self.val_size]
-        return [MODADD_PARAPHRASE.format(a=ex.a, b=ex.b, n=ex.n) for ex in rows]
+        if split == "test":
+            return [MODADD_PARAPHRASE.format(a=ex.a, b=ex.b, n=ex.n) for ex in rows]
+        return [MODADD_TRAIN_PARAPHRASES[i % len(MODADD_TRAIN_PARAPHRASES)].format(a=ex.a, b=ex.b, n=ex.n)
+                for i, ex in enumerate(rows)]
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
         check_lengths(outputs, examples)

@@ -33,6 +33,21 @@ DEFAULT_PROMPT = "Reverse the words: {words}\nReversed:"
 PARAPHRASES = {"reverse": "Say these words backwards, last one first: {words}\nAnswer:",
                "copy": "Write the same words again in the same order: {words}\nAnswer:",
                "sort": "Put these words in alphabetical order: {words}\nAnswer:"}
+#: Other wordings for *training* a router (``skillpack.fusion.router.paraphrases``), cycled over the train and
+#: val items; none is the held-out wording above, and they end in several cues, so no cue gives the task away.
+TRAIN_PARAPHRASES = {
+    "reverse": ["Give the words in the opposite order: {words}\nAnswer:",
+                "Turn this word list around so it ends with the first word: {words}\nOutput:",
+                "Read the words from right to left: {words}\nResult:",
+                "Invert the order of these words: {words}\nAnswer:"],
+    "copy": ["Repeat the words exactly: {words}\nAnswer:",
+             "Echo this word list unchanged: {words}\nOutput:",
+             "Say the words again, keeping their order: {words}\nResult:",
+             "Copy these words as they are: {words}\nAnswer:"],
+    "sort": ["Arrange the words from A to Z: {words}\nAnswer:",
+             "List these words the way a dictionary would: {words}\nOutput:",
+             "Order the words alphabetically: {words}\nResult:",
+             "Sort this word list by spelling: {words}\nAnswer:"]}
 MODES = ("reverse", "copy", "sort")
 
 
@@ -97,8 +112,12 @@ class WordOrderSkill:
         raise ValueError(f"unknown split {name!r}; use 'train', 'val' or 'test'.")
 
     def router_prompts(self, split: str) -> list[str]:
-        """The ``split``'s problems under a held-out paraphrase of the instruction (:data:`PARAPHRASES`)."""
-        return [PARAPHRASES[self.mode].format(words=" ".join(t)) for t in self._split_tuples(split)]
+        """The ``split``'s problems reworded: ``test`` under the held-out paraphrase (:data:`PARAPHRASES`),
+        ``train`` and ``val`` under the training paraphrases (:data:`TRAIN_PARAPHRASES`, cycled)."""
+        if split == "test":
+            return [PARAPHRASES[self.mode].format(words=" ".join(t)) for t in self._split_tuples(split)]
+        wordings = TRAIN_PARAPHRASES[self.mode]
+        return [wordings[i % len(wordings)].format(words=" ".join(t)) for i, t in enumerate(self._split_tuples(split))]
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
         """On the answer line: ``exact`` = the words equal the answer; ``words`` = share of word positions

@@ -180,6 +180,7 @@ class Router(Node):
     temperature: Annotated[float, Field(gt=0)] = None  # gate
     top_k: Pos = None  # gate
     rank: Pos = None  # arrow
+    paraphrases: bool = None  # also train on the training paraphrases
 
 
 class Fusion(Node):

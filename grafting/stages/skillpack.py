@@ -48,6 +48,7 @@ from grafting.stages.skillpack_common import (
     make_pack,
     place_models,
     plain,
+    router_prompts,
     save_modules_as_pack,
 )
 
@@ -136,7 +137,7 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
         chosen[merger] = {"params": point, "val_score": best_val, "grid": [(t[1], t[0]) for t in trials]}
         table[merger] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=merged, **ev)["score"] for n in names}
     rc = sp.fusion.router
-    prompts = {n: [ex.prompt for ex in tasks[n].split("train")[: int(rc.n_train)]] for n in names}
+    prompts = router_prompts({n: tasks[n] for n in names}, rc)
     overwrite = bool(ctx.cfg.get("overwrite", False))
     info: dict[str, Any] = {"routers": {}, "mergers_chosen_on_val": chosen}
     for kind in router_names(sp):

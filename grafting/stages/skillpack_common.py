@@ -28,6 +28,17 @@ def eval_kwargs(cfg) -> dict[str, int]:
             "max_new_tokens": int(cfg.skill.max_new_tokens)}
 
 
+def router_prompts(tasks: Mapping[str, Any], rc) -> dict[str, list[str]]:
+    """Each pack's training prompts for a router (``skillpack.fusion.router``): ``n_train`` of the training
+    split in the task's template, plus as many under the training paraphrases when ``paraphrases`` is on."""
+    n = int(rc.n_train)
+    prompts = {name: [ex.prompt for ex in task.split("train")[:n]] for name, task in tasks.items()}
+    if rc.get("paraphrases", False):
+        for name, task in tasks.items():
+            prompts[name] += task.router_prompts("train")[:n]
+    return prompts
+
+
 def place_models(device: torch.device, *models: torch.nn.Module) -> torch.device:
     """Moves every model to ``device`` (``evaluation.device``), where the stage trains, generates and scores."""
     for model in models:

@@ -25,7 +25,13 @@ from grafting.skillpack.pack import SkillPack, model_fingerprint
 from grafting.skillpack.report import score_table
 from grafting.skillpack.routers import build_router
 from grafting.stages.skill_learning import distill, skill_delta, train_source, train_target
-from grafting.stages.skillpack_common import check_config, eval_kwargs, make_pack, place_models
+from grafting.stages.skillpack_common import (
+    check_config,
+    eval_kwargs,
+    make_pack,
+    place_models,
+    router_prompts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,7 @@ def continual(ctx: RunContext, target: torch.nn.Module, tokenizer, source: torch
     final = {n: evaluate_skill(target, tokenizer, tasks[n], packs=packs[n], fingerprint=fingerprint, **ev)
              for n in names}
     rc = cfg.skillpack.fusion.router
-    prompts = {n: [ex.prompt for ex in tasks[n].split("train")[: int(rc.n_train)]] for n in names}
+    prompts = router_prompts({n: tasks[n] for n in names}, rc)
     router = build_router("learned", names, **plain(rc))
     fit = router.fit(target, tokenizer, packs, prompts, seed=int(cfg.seed), fingerprint=fingerprint)
     router.save(ctx.run_dir / "router", overwrite=bool(cfg.get("overwrite", False)))
