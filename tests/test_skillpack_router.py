@@ -164,3 +164,14 @@ def test_mlp_router_and_bad_labels():
         router.fit(feats, [0] * 20 + [2] * 20)
     with pytest.raises(ValueError, match="distinct"):
         PackRouter(["a", "a"], 8)
+
+
+def test_a_saved_learned_router_loads_as_the_same_router(setup, tokenizer, tmp_path):
+    from grafting.skillpack.routers.learned import Learned
+
+    model, fp, learned, _ = setup
+    learned.save(tmp_path / "router")
+    loaded = Learned.load(tmp_path / "router")
+    assert loaded.fingerprint == fp and loaded.names == learned.names
+    torch.testing.assert_close(loaded.logits(model, tokenizer, HELD_OUT), learned.logits(model, tokenizer, HELD_OUT),
+                               rtol=0, atol=0)

@@ -39,3 +39,12 @@ class Learned(Router):
         if self.classifier is None:
             raise RuntimeError(f"router {self.name!r} is not fitted")
         return self.classifier.save(path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path, **settings) -> Learned:
+        """A saved classifier (sha256-checked) as this router; ``settings`` as at fitting (e.g. a gate's
+        ``temperature`` and ``top_k``, which the classifier file does not hold)."""
+        classifier = PackRouter.load(path)
+        router = cls(classifier.names, **settings)
+        router.classifier, router.fingerprint = classifier, classifier.base_fingerprint
+        return router
