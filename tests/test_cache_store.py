@@ -143,6 +143,24 @@ def test_jobs_computing_one_entry_at_once_all_finish_and_the_entry_is_whole(tmp_
     assert not [p for p in entry.parent.iterdir() if ".tmp-" in p.name]
 
 
+def test_a_writer_file_is_never_seen_unlocked(tmp_path, monkeypatch):
+    """Another job asking "is this temporary folder stale?" at the instant the writer's lock file is created
+    (before the writer locks it) must hear no: it would delete a folder that is being written."""
+    from grafting.cache import entries
+
+    seen, real_open = [], os.open
+
+    def spying_open(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if flags & os.O_CREAT and ".tmp-" in str(path):
+            seen.append(entries.is_stale_temp(Path(path).parent))
+        return fd
+
+    monkeypatch.setattr(entries.os, "open", spying_open)
+    store(tmp_path / "kind" / "key", _write("v"))
+    assert seen and not any(seen)
+
+
 def _write_forever(entry: str) -> None:
     def write(folder: Path) -> None:
         (folder / "part0.txt").write_text("half")

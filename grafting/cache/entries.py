@@ -229,12 +229,17 @@ def is_stale_temp(tmp: Path, max_age_s: float = STALE_S) -> bool:
 
 @contextlib.contextmanager
 def _writing(tmp: Path) -> Iterator[None]:
-    """Hold the lock on ``tmp``'s ``WRITER`` file while the entry is written (the process's death releases it)."""
-    fd = os.open(tmp / WRITER, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the lock on ``tmp``'s ``WRITER`` file while the entry is written (the process's death releases it).
+
+    The file is locked under another name and then renamed to ``WRITER``: a job that finds ``WRITER`` always
+    finds it locked, never in the instant between its creation and its lock (when it would look stale)."""
+    unlocked = tmp / f"{WRITER}-{os.getpid()}"
+    fd = os.open(unlocked, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(unlocked, tmp / WRITER)
         yield
     finally:
         os.close(fd)
