@@ -135,7 +135,9 @@ def table(settings: dict[str, list[Job]], metrics: list[str]) -> list[str]:
     shown: dict[str, list[str]] = {}
     for label, group in settings.items():
         for model in ("Tuned", "Vanilla", "Host"):
-            cells = [format_interval(interval(group, model, m)) for m in metrics]
+            # the host's KL to itself is 0 by definition, not a measurement with an interval
+            cells = ["0 (itself)" if (model, m) == ("Host", "kl_host") else format_interval(interval(group, model, m))
+                     for m in metrics]
             if shown.get(model, cells) != cells or model not in shown:
                 row_label = "(references)" if model not in shown else f"(references, {label})"
                 lines.append(f"| {row_label} | {model} | {len(group)} | " + " | ".join(cells) + " | | |")
@@ -167,7 +169,9 @@ def alignment_report(jobs: list[Job]) -> list[str]:
         after = loss_interval([h.get("val_loss_after", math.nan) for h in hist])
         excess = loss_interval([h.get("optimum", {}).get("mse_excess", math.nan) for h in hist])
         dist = loss_interval([h.get("optimum", {}).get("weight_rel_distance", math.nan) for h in hist])
-        lines.append(f"| {phase}-T | {format_interval(before)} → {format_interval(after)} | "
+        # before any step the translators are the identity and the held-out batches fixed: one value for all seeds
+        before_cell = f"{before[0]:.3f} (every seed)" if before[1] == before[2] else format_interval(before)
+        lines.append(f"| {phase}-T | {before_cell} → {format_interval(after)} | "
                      f"{format_interval(excess)} | {format_interval(dist)} |")
     return lines
 
