@@ -25,7 +25,7 @@ from benchmarks.result import Measurement
 
 CASES = {"a": "overhead", "b": "truncation", "c": "generation", "d": "mlm", "e": "compression",
          "f": "align_memory", "g": "throughput", "h": "kl_loss", "i": "roofline_steps", "j": "scaling", "k": "sweep",
-         "l": "skillpack_transplant"}
+         "l": "skillpack_transplant", "m": "pack_serving"}
 
 
 def main(argv: list[str] | None = None) -> int:

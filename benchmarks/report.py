@@ -21,6 +21,8 @@ TITLES = {
          "(floor <= 2 for alignment and distillation on the tiny pair)",
     "j": "(j) How cost grows: time and peak memory per step against tokens per step",
     "k": "(k) Sweep runner: jobs per CPU-hour against two serial single-thread jobs",
+    "l": "(l) SkillPack LoRA adapters in one pass, and the transplant KL with the target captured once",
+    "m": "(m) Serving SkillPacks: apply / unload, and routed generation of a mixed batch against the base and a merge",
 }
 
 
