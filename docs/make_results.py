@@ -241,7 +241,9 @@ def build(runs: Path) -> str:
              *alignment_report(protocol), ""]
     for name, (title, label) in EXPERIMENTS.items():
         if not any(j.experiment == name for j in jobs):
-            parts += [f"### {title}", "", f"Not run yet: `python train.py -m experiment={name}_tiny`.", ""]
+            parts += [f"### {title}", "", f"No runs under `{runs}`: `bash docs/replicate.sh {name}` makes them "
+                      f"(`python train.py -m experiment={name}_tiny`). Tables made before the project's interval "
+                      "are in the git history, not here.", ""]
             continue
         settings = _settings(jobs, name, label)
         parts += [f"### {title}", "", commands(name, label is not None) + ":", "", *table(settings, metrics), ""]
