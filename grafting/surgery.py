@@ -26,6 +26,10 @@ class Architecture:
     final_norm: str
     rotary: str | None  # model-level rotary embedding, None for learned positions
     lora_targets: tuple[str, ...]  # leaf Linear names inside a block, for peft
+    # How the model calls a block: the positional arguments after ``hidden_states``, and the KV cache's keyword
+    # (what a block of another family needs translated: :func:`block_call`, :func:`call_block`).
+    block_args: tuple[str, ...] = ()
+    cache_arg: str = "cache"
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -35,6 +39,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         final_norm="gpt_neox.final_layer_norm",
         rotary="gpt_neox.rotary_emb",
         lora_targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+        cache_arg="layer_past",
     ),
     "gpt2": Architecture(
         family="gpt2",
@@ -42,6 +47,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         final_norm="transformer.ln_f",
         rotary=None,
         lora_targets=("c_attn", "c_proj", "c_fc"),
+        block_args=("cache", "attention_mask", "encoder_hidden_states"),
     ),
     "llama": Architecture(
         family="llama",
@@ -115,6 +121,47 @@ def check_block_index(model: nn.Module, index: int, key: str, allow_end: bool = 
     hi = n if allow_end else n - 1
     if not isinstance(index, int) or not 0 <= index <= hi:
         raise ValueError(f"{key}={index} is out of range: the model has {n} blocks, allowed 0..{hi}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Calling a block of one family inside a model of another
+# ----------------------------------------------------------------------------------------------
+
+# Arguments that only an encoder-decoder model fills (GPT-2's block takes them; a decoder-only host passes None).
+_ENCODER_ARGS = ("encoder_hidden_states", "encoder_attention_mask")
+
+
+def block_call(family: str, args: tuple, kwargs: dict) -> dict:
+    """The arguments ``family``'s model passes a block (after ``hidden_states``), under family-neutral names:
+    ``attention_mask``, ``position_ids``, ``cache``, ``use_cache``, ``position_embeddings`` and any others."""
+    arch = ARCHITECTURES[family]
+    call = dict(zip(arch.block_args, args, strict=False))
+    call.update(kwargs)
+    if arch.cache_arg != "cache" and arch.cache_arg in call:
+        call["cache"] = call.pop(arch.cache_arg)
+    return call
+
+
+def call_block(family: str, block: nn.Module, hidden: torch.Tensor, call: dict, rotary: nn.Module | None):
+    """Call a block of ``family`` as its own model would, from :func:`block_call`'s family-neutral arguments.
+
+    Positions are the block's own business: a rotary family gets ``position_embeddings`` from ``rotary``, its
+    own model's rotary embedding (head size and base as it was trained), at the host's ``position_ids``; a
+    family with learned positions gets none (they were added to the residual before the first block). The
+    causal mask and the KV cache are the host's: the block writes its keys and values to the slot of the
+    host position it occupies (:func:`set_attention_layer_idx_`).
+    """
+    arch = ARCHITECTURES[family]
+    kwargs = {k: v for k, v in call.items() if k not in (*_ENCODER_ARGS, "position_embeddings")}
+    if "cache" in kwargs and arch.cache_arg != "cache":
+        kwargs[arch.cache_arg] = kwargs.pop("cache")
+    if rotary is not None:
+        position_ids = call.get("position_ids")
+        if position_ids is None:  # every supported host passes them; without, the positions of a fresh sequence
+            position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+        kwargs["position_ids"] = position_ids
+        kwargs["position_embeddings"] = rotary(hidden, position_ids=position_ids)
+    return block(hidden, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------

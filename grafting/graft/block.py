@@ -34,6 +34,7 @@ class GraftedBlock(nn.Module):
         donor_config: Any = None,
         layer: int | None = None,
         following: list[nn.Module] | None = None,
+        host_family: str | None = None,
     ):
         super().__init__()
         self.pre_translator = pre
@@ -47,14 +48,26 @@ class GraftedBlock(nn.Module):
         # Where the block came from (donor config, donor block index): what a saved model needs to rebuild it.
         self.donor_config = donor_config
         self.layer = layer
+        # The families of the host that calls this block and of the donor it came from: when they differ, the
+        # host's call is translated into the donor family's (grafting.surgery.block_call / call_block).
+        donor_family = surgery.ARCHITECTURES[donor_config.model_type].family if donor_config is not None else None
+        self.cross_family = host_family is not None and donor_family is not None and host_family != donor_family
+        self.host_family, self.donor_family = host_family, donor_family
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
         h = self.pre_translator(hidden_states)
-        if self.rotary is not None and kwargs.get("position_embeddings") is not None:
-            kwargs["position_embeddings"] = self.rotary(h, position_ids=kwargs.get("position_ids"))
-        out = self.block(h, *args, **kwargs)
-        for block in self.following:
-            out = block(out[0] if isinstance(out, tuple) else out, *args, **kwargs)
+        if self.cross_family:
+            call = surgery.block_call(self.host_family, args, kwargs)
+            out = h
+            for block in (self.block, *self.following):
+                out = surgery.call_block(self.donor_family, block, out[0] if isinstance(out, tuple) else out, call,
+                                         self.rotary)
+        else:
+            if self.rotary is not None and kwargs.get("position_embeddings") is not None:
+                kwargs["position_embeddings"] = self.rotary(h, position_ids=kwargs.get("position_ids"))
+            out = self.block(h, *args, **kwargs)
+            for block in self.following:
+                out = block(out[0] if isinstance(out, tuple) else out, *args, **kwargs)
         if isinstance(out, tuple):  # some architectures still return (hidden, ...) tuples
             return (self.post_translator(out[0]), *out[1:])
         return self.post_translator(out)

@@ -32,13 +32,13 @@ __all__ = ["GraftedBlock", "SkippedBlock", "build_grafted", "graft_of", "load_gr
 
 
 def validate_graft(host: nn.Module, donor: nn.Module, layer: int, dest: int, span: int = 1) -> None:
-    """Check a graft spec before any compute; errors name the config key."""
-    if surgery.architecture(host).family != surgery.architecture(donor).family:
-        raise ConfigError(
-            "donor",
-            f"donor family {donor.config.model_type!r} differs from host family {host.config.model_type!r}: "
-            "blocks are called with family-specific arguments.",
-        )
+    """Check a graft spec before any compute; errors name the config key. Host and donor may be of different
+    families (the graft translates the host's block call into the donor's: grafting.surgery.call_block)."""
+    for role, model in (("host", host), ("donor", donor)):
+        try:
+            surgery.architecture(model)
+        except ValueError as err:
+            raise ConfigError(role, str(err)) from err
     surgery.check_block_index(donor, layer, "graft.layer")
     surgery.check_block_index(host, dest, "graft.dest")
     if span < 1:
@@ -86,6 +86,7 @@ def build_grafted(
         donor_config=copy.deepcopy(donor.config),
         layer=layer,
         following=following,
+        host_family=surgery.architecture(host).family,
     )
     grafted = copy.deepcopy(host)
     surgery.swap_block_(grafted, dest, graft)

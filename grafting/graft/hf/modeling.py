@@ -57,6 +57,7 @@ def _build_graft(config: GraftedConfig, host: PreTrainedModel) -> GraftedBlock:
     return GraftedBlock(
         blocks[0], pre, post, type(rotary)(config=donor_config) if rotary is not None else None,
         donor_config=donor_config, layer=config.layer, following=blocks[1:],
+        host_family=surgery.architecture(host).family,
     )
 
 
