@@ -216,6 +216,7 @@ HANDPICKED: dict[str, list[Any]] = {
     "skillpack.fusion.mergers.*.density": [0, 1.5, [0], [], "x", True, None],
     "skillpack.fusion.mergers.*.p": [1, -0.1, [1.0], [], "x", None],
     "transplant.source": [True, ["a"], None, {"source": "ftp"}],
+    "skillpack.router": ["Arrow", "", [], ["learned", "moe"], 3, None, {"learned": 1}],
 }
 
 
