@@ -62,3 +62,20 @@ def registry(names: tuple[str, ...], mapping: M) -> M:
     if set(mapping) != set(names):
         raise RuntimeError(f"registry {sorted(mapping)} does not match its names in grafting/names.py: {sorted(names)}")
     return mapping
+
+
+def registrar(mapping: dict, kind: str):
+    """``register(name)``: a class decorator adding a class to ``mapping`` under ``name`` (and setting its
+    ``name``); a second class under one name is an error naming the ``kind`` (e.g. "compressor")."""
+
+    def register(name: str):
+        def wrap(cls):
+            if name in mapping:
+                raise ValueError(f"{kind} {name!r} is already registered")
+            cls.name = name
+            mapping[name] = cls
+            return cls
+
+        return wrap
+
+    return register

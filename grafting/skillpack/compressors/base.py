@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from grafting import names
 from grafting.skillpack.quant import pack_bits, unpack_bits
 
 COMPRESSORS: dict[str, type[Compressor]] = {}
@@ -40,18 +41,9 @@ class CompressedTensor:
         return tuple(self.meta["shape"])
 
 
-def register(name: str):
-    """Class decorator adding a compressor to :data:`COMPRESSORS` under ``name``. The package's own are listed in
-    :data:`grafting.names.COMPRESSORS` too (the names a config may use; checked when the package is imported)."""
-
-    def wrap(cls: type[Compressor]) -> type[Compressor]:
-        if name in COMPRESSORS:
-            raise ValueError(f"compressor {name!r} is already registered")
-        cls.name = name
-        COMPRESSORS[name] = cls
-        return cls
-
-    return wrap
+#: Class decorator adding a compressor to :data:`COMPRESSORS` under ``name``. The package's own are listed in
+#: :data:`grafting.names.COMPRESSORS` too (the names a config may use; checked when the package is imported).
+register = names.registrar(COMPRESSORS, "compressor")
 
 
 def get_compressor(name: str, params: Mapping[str, Any] | None = None) -> Compressor:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from grafting import names
 from grafting.generation import generate_continuations
 from grafting.skillpack.apply import applied
 from grafting.skillpack.pack import SkillPack, check_fingerprint
@@ -20,17 +21,8 @@ from grafting.skillpack.pack import SkillPack, check_fingerprint
 ROUTERS: dict[str, type[Router]] = {}
 
 
-def register(name: str):
-    """Class decorator: the router ``name`` (what ``skillpack.router`` accepts)."""
-
-    def wrap(cls: type[Router]) -> type[Router]:
-        if name in ROUTERS:
-            raise RuntimeError(f"router {name!r} is registered twice")
-        cls.name = name
-        ROUTERS[name] = cls
-        return cls
-
-    return wrap
+#: Class decorator: the router ``name`` (what ``skillpack.router`` accepts).
+register = names.registrar(ROUTERS, "router")
 
 
 class Router:
