@@ -39,3 +39,34 @@ def test_kl_reference_weights_batches_by_their_tokens_as_mean_kl_does() -> None:
         moved.load_state_dict(tgt.state_dict())
     ref = KLReference.capture(tgt, chunks, batch_size=2, sub_batch=1)  # batches of 2, 2 and 1 texts
     assert ref.kl(moved)[0] == pytest.approx(mean_kl(tgt, moved, chunks, 2), rel=1e-5)
+
+
+def test_sweep_evaluated_side_by_side_equals_one_at_a_time() -> None:
+    """Sweep.evaluate_all (forked single-thread workers) gives every condition the same entry, bit for bit,
+    as Sweep.evaluate computing the conditions one after another in this process."""
+    from omegaconf import OmegaConf
+
+    from grafting import api
+    from grafting.data.modular import ModularAddition
+    from grafting.stages.transplant import Sweep
+
+    target, source, tokenizer = api.load_pair("tiny-host", "tiny-vanilla")
+    tp = OmegaConf.create({"eval_points": 8, "eval_batch_size": 8, "max_new_tokens": 3, "kl_batch_size": 4})
+    chunks = torch.randint(5, 4000, (6, 10), generator=torch.Generator().manual_seed(0))
+    modules = candidate_modules(source, target)
+    conditions = [(modules[:1], 1.0, True), (modules[2:5], 1.0, True), (modules[:1], 0.5, False),
+                  (modules[4:1:-1], 1.0, True), (modules[6:8], 1.0, False)]  # the fourth repeats the second
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two workers, even on a one-core runner
+    try:
+        side_by_side = Sweep(tp, ModularAddition(test_size=8), target, source, tokenizer, chunks)
+        side_by_side.evaluate_all(conditions)
+    finally:
+        torch.set_num_threads(threads)
+    assert side_by_side.n_evaluations == 4
+    one_at_a_time = Sweep(tp, ModularAddition(test_size=8), target, source, tokenizer, chunks)
+    for names, alpha, kl in conditions:
+        expected = one_at_a_time.evaluate(names, alpha, kl)
+        assert side_by_side.evaluate(names, alpha, kl) == expected
+        assert (expected["kl"] is not None) == any(kl for n, a, kl in conditions if set(n) == set(names) and a == alpha)
+    assert side_by_side.evaluate(modules[:1], 1.0)["kl"] > 0  # a transplant moved the target

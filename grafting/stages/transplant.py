@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from grafting.data.datasets import TextChunkDataset
 from grafting.data.key_facts import KeyFacts
 from grafting.data.modular import ModularAddition, task_from_config
 from grafting.errors import ConfigError
+from grafting.evaluation.parallel import map_forked, workers_for
 from grafting.evaluation.suite import eval_device
 from grafting.evaluation.task_eval import evaluate_task
 from grafting.models.loading import load_model, same_tokenizer
@@ -205,12 +207,38 @@ class Sweep:
         key = (frozenset(names), float(alpha))
         entry = self._cache.get(key)
         if entry is None or (kl and entry["kl"] is None):
-            with transplanted(self.target, self.source, names, alpha):
-                entry = entry or {"scores": self.task_scores(self.target), "kl": None, "kl_item_var": None}
-                if kl:
-                    mean, per_text = self.reference.kl(self.target)
-                    entry.update(kl=mean, kl_item_var=float(per_text.var()) if per_text.numel() > 1 else 0.0)
-            self._cache[key] = entry
+            self._cache[key] = self._evaluate_now(names, alpha, kl, entry)
+        return self._cache[key]
+
+    def evaluate_all(self, conditions: Iterable[tuple[list[str], float, bool]]) -> None:
+        """Evaluate every ``(names, alpha, kl)`` not yet known, side by side in forked single-thread workers (one
+        per thread of the job's budget: :mod:`grafting.evaluation.parallel`); :meth:`evaluate` then reads them.
+
+        Each worker transplants into its own copy of the target (fork), and each condition is computed as
+        :meth:`evaluate` computes it, one thread per op: the numbers do not depend on the number of workers.
+        """
+        todo: dict[tuple[frozenset[str], float], tuple[list[str], float, bool, dict | None]] = {}
+        for modules, alpha, kl in conditions:
+            key = (frozenset(modules), float(alpha))
+            known = self._cache.get(key)
+            if known is not None and (not kl or known["kl"] is not None):
+                continue
+            first = todo.get(key)
+            todo[key] = (first[0] if first else modules, float(alpha), kl or bool(first and first[2]), known)
+        items = list(todo.values())
+        device = next(self.target.parameters()).device
+        entries = map_forked(lambda item: self._evaluate_now(*item), items, workers_for(len(items), device))
+        self._cache.update(zip(todo, entries, strict=True))
+
+    def _evaluate_now(self, names: list[str], alpha: float, kl: bool, known: dict[str, Any] | None = None
+                      ) -> dict[str, Any]:
+        """One condition's entry, computed now (``known``: its task scores, already measured)."""
+        with transplanted(self.target, self.source, names, alpha):
+            entry = dict(known) if known else {"scores": self.task_scores(self.target), "kl": None,
+                                               "kl_item_var": None}
+            if kl:
+                mean, per_text = self.reference.kl(self.target)
+                entry.update(kl=mean, kl_item_var=float(per_text.var()) if per_text.numel() > 1 else 0.0)
         return entry
 
     @property
@@ -244,19 +272,18 @@ def analyse(tp: DictConfig, task: ModularAddition | KeyFacts, target, source, to
 
 
 def run_sweep(sweep: Sweep, ranked: dict[str, list[str]], target_scores: dict, source_scores: dict) -> list[dict]:
-    """Every (alpha, K, selection[, scorer][, seed]) condition, then the blends, as report records."""
+    """Every (alpha, K, selection[, scorer][, seed]) condition, then the blends, as report records.
+
+    The conditions are listed first and evaluated side by side (:meth:`Sweep.evaluate_all`), then reported
+    in this order."""
     tp = sweep.tp
     any_ranking = next(iter(ranked.values()))
-    records = []
+    conditions = []  # (selection, k, alpha, seed, scorer, modules)
 
     def add(selection: str, k: int, alpha: float, seed: int | None = None, scorer: str | None = None) -> None:
         rule = "all" if selection == "blend" else selection  # a blend is every module at strength alpha
-        names = select(rule, ranked[scorer] if scorer else any_ranking, k, seed=seed, strict=False)
-        out = sweep.evaluate(names, alpha)
-        records.append(record(selection, k, len(names), alpha, seed, names, out["scores"], out["kl"], target_scores,
-                              source_scores, scorer, kl_item_var=out["kl_item_var"]))
-        log.info("alpha=%s K=%s %s%s%s: %s, KL %.4f", alpha, k, selection, f" {scorer}" if scorer else "",
-                 "" if seed is None else f"[{seed}]", out["scores"], out["kl"])
+        modules = select(rule, ranked[scorer] if scorer else any_ranking, k, seed=seed, strict=False)
+        conditions.append((selection, k, alpha, seed, scorer, modules))
 
     for alpha in (float(a) for a in tp.alphas):
         for k in (int(k) for k in tp.k_list):
@@ -269,6 +296,15 @@ def run_sweep(sweep: Sweep, ranked: dict[str, list[str]], target_scores: dict, s
         add("all", len(any_ranking), alpha)
     for alpha in (float(a) for a in tp.blend_alphas):
         add("blend", len(any_ranking), alpha)
+
+    sweep.evaluate_all((modules, alpha, True) for _, _, alpha, _, _, modules in conditions)
+    records = []
+    for selection, k, alpha, seed, scorer, modules in conditions:
+        out = sweep.evaluate(modules, alpha)
+        records.append(record(selection, k, len(modules), alpha, seed, modules, out["scores"], out["kl"], target_scores,
+                              source_scores, scorer, kl_item_var=out["kl_item_var"]))
+        log.info("alpha=%s K=%s %s%s%s: %s, KL %.4f", alpha, k, selection, f" {scorer}" if scorer else "",
+                 "" if seed is None else f"[{seed}]", out["scores"], out["kl"])
     return records
 
 
@@ -277,16 +313,27 @@ def run_draws(sweep: Sweep, ranked: dict[str, list[str]]) -> dict[float, list[di
 
     ``max(single_draws, len(control_seeds))`` draws per K; the first ones are the random-K controls
     (already evaluated), the others are scored on the task only (no KL), which is all a percentile needs.
+    The draws are listed by a first pass that scores nothing (they do not depend on the scores), evaluated
+    side by side, then placed.
     """
     tp = sweep.tp
     n_random = max(int(tp.single_draws), len(tp.control_seeds))
+    ks = [int(k) for k in tp.k_list]
     out = {}
     for alpha in (float(a) for a in tp.alphas):
+        listed: list[tuple[list[str], float, bool]] = []
+
+        def note(modules: list[str], alpha: float = alpha, listed: list = listed) -> float:
+            listed.append((list(modules), alpha, False))
+            return 0.0
+
+        top_k_against_draws(note, ranked, ks, n_random, int(tp.matched_draws))
+        sweep.evaluate_all(listed)
+
         def score(names: list[str], alpha: float = alpha) -> float:
             return sweep.evaluate(names, alpha, kl=False)["scores"][tp.metric]
 
-        out[alpha] = top_k_against_draws(score, ranked, [int(k) for k in tp.k_list], n_random,
-                                         int(tp.matched_draws))
+        out[alpha] = top_k_against_draws(score, ranked, ks, n_random, int(tp.matched_draws))
     return out
 
 
