@@ -17,6 +17,9 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     from grafting.cli import rewrite_model_override
+    from grafting.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # freed tensors are reused, not page-faulted in again
 
     rewrite_model_override()
     main()

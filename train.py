@@ -16,5 +16,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from grafting.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # a training step's freed tensors are reused, not page-faulted in again
     rewrite_path_overrides()
     main()

@@ -22,10 +22,12 @@ from benchmarks.common import Settings, machine
 from benchmarks.plot import scaling_plot
 from benchmarks.report import render
 from benchmarks.result import Measurement
+from grafting.memory import reuse_freed_memory
 
 CASES = {"a": "overhead", "b": "truncation", "c": "generation", "d": "mlm", "e": "compression",
          "f": "align_memory", "g": "throughput", "h": "kl_loss", "i": "roofline_steps", "j": "scaling", "k": "sweep",
-         "l": "skillpack_transplant", "m": "pack_serving"}
+         "l": "skillpack_transplant", "m": "pack_serving",
+         "n": "malloc_reuse"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    reuse_freed_memory()  # as train.py and evaluate.py run (case n measures what it changes)
     settings = Settings(quick=args.quick, device=torch.device(args.device))
     info = machine()
     command = ("python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])).strip()

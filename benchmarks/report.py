@@ -23,6 +23,7 @@ TITLES = {
     "k": "(k) Sweep runner: jobs per CPU-hour against two serial single-thread jobs",
     "l": "(l) SkillPack LoRA adapters in one pass, and the transplant KL with the target captured once",
     "m": "(m) Serving SkillPacks: apply / unload, and routed generation of a mixed batch against the base and a merge",
+    "n": "(n) Freed memory reused (grafting.memory) against glibc's defaults: alignment step, page faults",
 }
 
 
