@@ -22,6 +22,7 @@ def test_scores_are_read_back_and_keyed_by_weights(tmp_path, tokenizer, monkeypa
     calls = []
     real = suite.evaluate_task
     monkeypatch.setattr(suite, "evaluate_task", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(suite, "workers_for", lambda n, device: 1)  # scored in this process: its calls are counted
     again = evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
     assert calls == [] and json.dumps(again["M"], sort_keys=True) == json.dumps(first["M"], sort_keys=True)
 
@@ -40,6 +41,7 @@ def test_a_new_metric_version_misses_the_cache(tmp_path, tokenizer, monkeypatch,
     calls = []
     real = suite.evaluate_task
     monkeypatch.setattr(suite, "evaluate_task", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(suite, "workers_for", lambda n, device: 1)  # scored in this process: its calls are counted
     evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
     evaluate(cfg, {"M": model}, tokenizer, host=host, cache_dir=cache)
     assert calls == [1]  # the second call read the scores back

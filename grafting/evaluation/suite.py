@@ -108,8 +108,12 @@ def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.n
     for name in todo:
         models[name].to(device).eval()
 
-    def score(name: str) -> dict[str, Any]:
+    def score(item: tuple[str, str]) -> dict[str, Any]:
+        """One part of one model's scores: ``task`` (test and validation points) or ``language``."""
+        name, part = item
         model = models[name]
+        if part == "language":
+            return evaluate_language(model, tokenizer, probe, lang, reference=host, mlm=mlm)
         scores = evaluate_task(model, tokenizer, task, int(settings.task_points), int(settings.batch_size),
                                int(settings.max_new_tokens), return_outputs=True,
                                first_line_only=bool(settings.first_line_only), n_samples=int(settings.n_samples))
@@ -118,13 +122,17 @@ def evaluate_models(models: dict[str, torch.nn.Module], tokenizer, host: torch.n
                                 int(settings.max_new_tokens), first_line_only=bool(settings.first_line_only),
                                 split="validation")
             scores.update({f"val_{k}": val[k] for k in ("f_H", "f_S", "fact", "n")})
-        if probe is not None:
-            scores.update(evaluate_language(model, tokenizer, probe, lang, reference=host, mlm=mlm))
         return scores
 
-    # models side by side, one single-thread process each, as many as the job has threads (evaluation/parallel.py)
+    # models side by side, one single-thread process each, as many as the job has threads (evaluation/parallel.py);
+    # each model's task and language scores are separate items, the longer language ones first, so that the
+    # workers finish together
     names = list(todo)
-    for name, scores in zip(names, map_forked(score, names, workers_for(len(names), device)), strict=True):
+    parts = ["language", "task"] if probe is not None else ["task"]
+    items = [(name, part) for part in parts for name in names]
+    done = dict(zip(items, map_forked(score, items, workers_for(len(items), device)), strict=True))
+    for name in names:
+        scores = {**done[(name, "task")], **done.get((name, "language"), {})}
         log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "samples"}, extra=FILE_ONLY)
         results[name] = scores
         cached, recipe = todo[name]
