@@ -79,3 +79,36 @@ def test_ties_equals_peft_on_a_sign_tie() -> None:
     # a zero-sum entry: peft elects "+" (our own earlier TIES elected nothing and gave 0)
     merged = ties_delta([{"w": torch.tensor([2.0, 1.0])}, {"w": torch.tensor([-2.0, 1.0])}], density=1.0)["w"]
     assert torch.equal(merged, torch.tensor([2.0, 1.0]))
+
+
+def test_emr_by_hand() -> None:
+    """Two tasks, one tensor of four entries, computed by hand from the EMR paper's three steps."""
+    from grafting.skillpack.merging import emr_task_deltas
+
+    t1 = {"w": torch.tensor([1.0, -2.0, 3.0, 0.5])}
+    t2 = {"w": torch.tensor([2.0, 1.0, -1.0, -0.5])}
+    # elect: sign(Σ) = [+, -, +, 0]; the largest |τ| of each sign's agreeing tasks: [2, 2, 3, 0]
+    unified = torch.tensor([2.0, -2.0, 3.0, 0.0])
+    m1, m2 = torch.tensor([1.0, 1.0, 1.0, 0.0]), torch.tensor([1.0, 0.0, 0.0, 0.0])
+    scale1 = (1 + 2 + 3 + 0.5) / (2 + 2 + 3)  # Σ|τ_1| / Σ|M_1 ⊙ τ_uni|
+    scale2 = (2 + 1 + 1 + 0.5) / 2
+    r1, r2 = emr_task_deltas([t1, t2])
+    torch.testing.assert_close(r1["w"], scale1 * m1 * unified)
+    torch.testing.assert_close(r2["w"], scale2 * m2 * unified)
+
+
+def test_emr_of_one_task_is_that_task_and_keys_missing_count_as_zero() -> None:
+    from grafting.skillpack.merging import emr_task_deltas
+
+    gen = torch.Generator().manual_seed(0)
+    only = {"a": torch.randn(3, 4, generator=gen), "b": torch.randn(5, generator=gen)}
+    (alone,) = emr_task_deltas([only])
+    for k in only:
+        torch.testing.assert_close(alone[k], only[k])
+    other = {"a": torch.randn(3, 4, generator=gen)}  # no "b": a zero delta there
+    first, second = emr_task_deltas([only, other])
+    assert torch.count_nonzero(second["b"]) == 0
+    # each rebuilt delta keeps its task's total magnitude (the scale's purpose)
+    for rebuilt, task in ((first, only), (second, other)):
+        assert sum(float(v.abs().sum()) for v in rebuilt.values()) == pytest.approx(
+            sum(float(v.abs().sum()) for v in task.values()), rel=1e-5)

@@ -41,6 +41,11 @@ def test_skillpack_stage_smoke(tmp_path, capsys):
         assert set(results["fusion"]["scores"][f"router: {kind}"]) == {"modadd", "copy"}
         assert set(results["fusion"]["routers"][kind]["paraphrase_accuracy"]) == {"modadd", "copy"}
     assert results["fusion"]["routers"]["arrow"]["train"]["modules"] > 0  # prototypes from the packs alone
+    chosen = results["fusion"]["routers"]["gate"]["temperature_chosen_on_val"]  # the gate's T, on validation
+    assert [t for t, _ in chosen["grid"]] == [1.0, 10.0, 100.0, 1000.0]
+    assert chosen["temperature"] == max(chosen["grid"], key=lambda g: g[1])[0]
+    assert "temperature_chosen_on_val" not in results["fusion"]["routers"]["learned"]
+    assert set(results["fusion"]["scores"]["emr (task id)"]) == {"modadd", "copy"}  # EMR-merging, by task id
     assert (run_dir / "router" / "router.json").is_file() and (run_dir / "router" / "router.safetensors").is_file()
     assert (run_dir / "router_gate" / "router.json").is_file()
     assert (run_dir / "storage_vs_quality.png").stat().st_size > 1000

@@ -177,7 +177,7 @@ class Router(Node):
     n_train: Pos = None
     epochs: Pos = None
     lr: LR = None
-    temperature: Annotated[float, Field(gt=0)] = None  # gate
+    temperature: Annotated[float, Field(gt=0)] | list[Annotated[float, Field(gt=0)]] = None  # gate; a list: chosen on val
     top_k: Pos = None  # gate
     rank: Pos = None  # arrow
     paraphrases: bool = None  # also train on the training paraphrases

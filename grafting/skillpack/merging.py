@@ -1,4 +1,4 @@
-"""Model-merging baselines over several task deltas: task arithmetic, TIES, DARE.
+"""Model-merging baselines over several task deltas: task arithmetic, TIES, DARE; and EMR-merging.
 
 Each ``*_delta`` function returns the merged delta; the plain-named functions return the merged
 state ``θ0 + merged delta``. A key missing from some deltas counts as zero for those tasks.
@@ -9,6 +9,9 @@ the global RNG, while ours draws them exactly as the ``dare`` compressor does (a
 per task and parameter name), so a merge is reproducible and equals merging DARE packs.
 The merge weight λ, the TIES density and the DARE drop rate are hyper-parameters: the SkillPack
 stage picks them on the tasks' validation split (:func:`grid`).
+
+EMR-merging (:func:`emr_task_deltas`) has no hyper-parameter, and is not a single merged model: one unified
+delta is shared, and each task keeps a 1-bit mask and a scale, applied by task id (an oracle router).
 """
 
 from __future__ import annotations
@@ -88,6 +91,35 @@ def dare_delta(deltas: Sequence[Delta], p: float = 0.9, seed: int = 0, lam: floa
         comp = Dare(p=p, seed=seed + t, rescale=rescale)
         dropped.append({k: Dare.decompress(comp.compress(v, key=k)) for k, v in d.items()})
     return task_arithmetic_delta(dropped, lam)
+
+
+def emr_task_deltas(deltas: Sequence[Delta]) -> list[dict[str, Tensor]]:
+    """EMR-merging (Huang et al., NeurIPS 2024): each task's delta rebuilt from one shared delta.
+
+    Per entry, the unified delta takes the sign of ``Σ_t τ_t`` and the largest ``|τ_t|`` among the tasks
+    of that sign. Task ``t`` keeps the mask ``M_t = (τ_t · τ_uni > 0)`` (1 bit per entry) and the scale
+    ``λ_t = Σ|τ_t| / Σ|M_t ⊙ τ_uni|`` over every parameter, so its delta ``λ_t M_t ⊙ τ_uni`` has the
+    magnitude of ``τ_t``. Returns the ``T`` rebuilt deltas, in order (a key missing from a delta is zero).
+    """
+    unified, masks = {}, []
+    for key in _keys(deltas):
+        stacked = _stack(deltas, key)
+        sign = torch.sign(stacked.sum(0))
+        agreeing = stacked * sign > 0
+        unified[key] = sign * (stacked.abs() * agreeing).amax(0)
+        masks.append(stacked * unified[key] > 0)
+    rebuilt = []
+    for t, delta in enumerate(deltas):
+        kept = {key: unified[key] * mask[t] for key, mask in zip(unified, masks, strict=True)}
+        own = sum(float(v.float().abs().sum()) for v in delta.values())
+        shared = sum(float(v.abs().sum()) for v in kept.values())
+        scale = own / shared if shared > 0 else 0.0
+        rebuilt.append({key: (v * scale).to(_dtype(deltas, key)) for key, v in kept.items()})
+    return rebuilt
+
+
+def _dtype(deltas: Sequence[Delta], key: str) -> torch.dtype:
+    return next(d[key].dtype for d in deltas if key in d)
 
 
 def task_arithmetic(base_state: Delta, deltas: Sequence[Delta], lam: float = 1.0) -> dict[str, Tensor]:

@@ -28,7 +28,7 @@ from grafting.evaluation.suite import eval_device
 from grafting.models.loading import load_model
 from grafting.run_context import RunContext
 from grafting.skillpack.lora import lora_pack, rank_for_bytes
-from grafting.skillpack.merging import MERGERS, grid
+from grafting.skillpack.merging import MERGERS, emr_task_deltas, grid
 from grafting.skillpack.pack import SkillPack, model_fingerprint
 from grafting.skillpack.policy import POLICY_KEYS, ModuleAwareCompressor
 from grafting.skillpack.report import (
@@ -44,6 +44,7 @@ from grafting.stages.skill_learning import Distilled, learn_skill, skill_delta, 
 from grafting.stages.skillpack_budgets import budget_curves
 from grafting.stages.skillpack_common import (
     check_config,
+    choose_temperature,
     eval_kwargs,
     make_pack,
     place_models,
@@ -136,6 +137,10 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
         best_val, point, merged = max(trials, key=lambda t: t[0])
         chosen[merger] = {"params": point, "val_score": best_val, "grid": [(t[1], t[0]) for t in trials]}
         table[merger] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=merged, **ev)["score"] for n in names}
+    # EMR: one shared delta, a mask and a scale per task, applied by task id (nothing to choose)
+    emr = dict(zip(names, emr_task_deltas(deltas), strict=True))
+    table["emr (task id)"] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=_dense_pack(emr[n]), **ev)["score"]
+                              for n in names}
     rc = sp.fusion.router
     prompts = router_prompts({n: tasks[n] for n in names}, rc)
     overwrite = bool(ctx.cfg.get("overwrite", False))
@@ -143,6 +148,7 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
     for kind in router_names(sp):
         router = build_router(kind, names, **plain(rc))
         fit = router.fit(target, tokenizer, packs, prompts, seed=int(ctx.cfg.seed), fingerprint=fingerprint)
+        temperature = choose_temperature(router, target, tokenizer, val, packs, rc, val_ev, fingerprint)
         if hasattr(router, "save"):
             router.save(ctx.run_dir / ("router" if kind == "learned" else f"router_{kind}"), overwrite=overwrite)
         routed = {n: evaluate_routed(target, tokenizer, tasks[n], router, packs, fingerprint=fingerprint, **ev)
@@ -153,6 +159,7 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
                        for n in names}
         info["routers"][kind] = {
             "train": fit, "test_accuracy": {n: r["routed_to_own"] for n, r in routed.items()},
+            **({"temperature_chosen_on_val": temperature} if temperature else {}),
             "paraphrase_accuracy": {n: mean([float(c == n) for c in paraphrased[n]]) for n in names}}
     first = info["routers"][router_names(sp)[0]]  # the keys of runs made before there were several routers
     info.update(router_train=first["train"], router_test_accuracy=first["test_accuracy"],

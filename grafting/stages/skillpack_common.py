@@ -39,6 +39,27 @@ def router_prompts(tasks: Mapping[str, Any], rc) -> dict[str, list[str]]:
     return prompts
 
 
+def choose_temperature(router, target, tokenizer, val: Mapping[str, Any], packs: Mapping[str, SkillPack],
+                       rc, ev: Mapping[str, int], fingerprint: str | None = None) -> dict[str, Any] | None:
+    """``gate`` with a list of temperatures (``skillpack.fusion.router.temperature``): the one whose routed
+    generation scores best on the validation split (mean over the tasks ``val``) is set on ``router``.
+    Returns ``{"temperature", "grid": [(T, score)]}``, or None when there is nothing to choose."""
+    from grafting.evaluation.skill_eval import evaluate_routed
+
+    temperatures = rc.get("temperature")
+    if router.name != "gate" or not (isinstance(temperatures, (list, tuple)) or OmegaConf.is_list(temperatures)):
+        return None
+    grid = []
+    for value in (float(t) for t in temperatures):
+        router.settings["temperature"] = value
+        scores = [evaluate_routed(target, tokenizer, task, router, packs, fingerprint=fingerprint, **ev)["score"]
+                  for task in val.values()]
+        grid.append((value, sum(scores) / len(scores)))
+    best = max(grid, key=lambda g: g[1])[0]  # the first of equal scores: the lowest temperature listed first
+    router.settings["temperature"] = best
+    return {"temperature": best, "grid": grid}
+
+
 def place_models(device: torch.device, *models: torch.nn.Module) -> torch.device:
     """Moves every model to ``device`` (``evaluation.device``), where the stage trains, generates and scores."""
     for model in models:

@@ -13,11 +13,14 @@ from grafting.skillpack.routers.learned import Learned
 
 @register("gate")
 class Gate(Learned):
-    """Settings: those of ``learned``, plus ``temperature`` (softmax(logits / T)) and ``top_k`` (the packs kept
-    per prompt; their weights are renormalised to 1, as MoLE masks and renormalises its gate)."""
+    """Settings: those of ``learned``, plus ``temperature`` (softmax(logits / T); a list is a grid the stage
+    chooses from on validation, :func:`grafting.stages.skillpack_common.choose_temperature`, and the first is
+    used until then) and ``top_k`` (the packs kept per prompt; their weights are renormalised to 1, as MoLE
+    masks and renormalises its gate)."""
 
     def weights(self, model: nn.Module, tokenizer, prompts: Sequence[str]) -> Tensor:
-        temperature = float(self.settings.get("temperature", 1.0))
+        temperature = self.settings.get("temperature", 1.0)
+        temperature = float(temperature[0] if isinstance(temperature, (list, tuple)) else temperature)
         top_k = min(int(self.settings.get("top_k", 2)), len(self.names))
         probs = torch.softmax(self.logits(model, tokenizer, prompts).float() / temperature, dim=-1)
         keep = torch.zeros_like(probs).scatter_(-1, probs.topk(top_k, dim=-1).indices, 1.0)
