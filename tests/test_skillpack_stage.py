@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,20 @@ def test_skillpack_stage_smoke(tmp_path, capsys):
     assert set(results["fusion"]["router_paraphrase_accuracy"]) == {"modadd", "copy"}
     assert set(results["fusion"]["mergers_chosen_on_val"]["ties"]["params"]) == {"density", "lam"}
     assert (run_dir / "budget_curves.png").stat().st_size > 1000
+
+    # docs/skillpacks/route_runs.py builds the fusion table from what the run saved
+    sys.path.insert(0, str(ROOT / "docs" / "skillpacks"))
+    try:
+        import route_runs
+    finally:
+        sys.path.pop(0)
+    routed = route_runs.route_run(run_dir, ["learned", "gate"], [1.0, 10.0])
+    assert set(routed["routers"]) == {"learned", "gate", "learned + paraphrases", "gate + paraphrases"}
+    assert routed["routers"]["gate"]["fit"]["temperature_chosen_on_val"]["temperature"] in (1.0, 10.0)
+    assert list(routed["rows"]) == ["emr (task id)", *route_runs.RUN_ROWS]
+    assert routed["rows"]["ties"]["score"] == results["fusion"]["scores"]["ties"]  # the run's own, chosen on val
+    table = route_runs.markdown([routed], tmp_path)
+    assert "| emr (task id) | — | — |" in table and "| base (no pack) |" in table
 
 
 @pytest.mark.parametrize("override,key", [

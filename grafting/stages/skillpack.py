@@ -105,7 +105,7 @@ def lora_row(ctx: RunContext, target, tokenizer, task: SkillTask, data: Distille
                        **{k: scores[k] for k in metrics})
 
 
-def _dense_pack(delta: Mapping[str, torch.Tensor]) -> dict:
+def dense_pack(delta: Mapping[str, torch.Tensor]) -> dict:
     return ModuleAwareCompressor(dict.fromkeys(POLICY_KEYS, DENSE)).compress(delta)
 
 
@@ -131,7 +131,7 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
         # λ, TIES density and the DARE drop rate: the grid point with the best mean score on validation
         trials = []
         for point in grid(plain(params)):
-            merged = _dense_pack(MERGERS[merger](deltas, **point))
+            merged = dense_pack(MERGERS[merger](deltas, **point))
             trials.append((mean([evaluate_skill(target, tokenizer, val[n], packs=merged, **val_ev)["score"]
                                  for n in names]), point, merged))
         best_val, point, merged = max(trials, key=lambda t: t[0])
@@ -139,7 +139,7 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
         table[merger] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=merged, **ev)["score"] for n in names}
     # EMR: one shared delta, a mask and a scale per task, applied by task id (nothing to choose)
     emr = dict(zip(names, emr_task_deltas(deltas), strict=True))
-    table["emr (task id)"] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=_dense_pack(emr[n]), **ev)["score"]
+    table["emr (task id)"] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=dense_pack(emr[n]), **ev)["score"]
                               for n in names}
     rc = sp.fusion.router
     prompts = router_prompts({n: tasks[n] for n in names}, rc)
@@ -199,7 +199,7 @@ def run(cfg) -> dict[str, Any]:
             else:  # only the default pack, for fusion
                 delta = skill_delta(module)
                 default_packs[name] = make_pack(ctx, delta, name, str(sp.default), fingerprint)[0]
-                full = strip_outputs(evaluate_skill(target, tokenizer, tasks[name], packs=_dense_pack(delta),
+                full = strip_outputs(evaluate_skill(target, tokenizer, tasks[name], packs=dense_pack(delta),
                                                     **ev))
             results["full"][name] = full
             if sp.budget.fractions:
