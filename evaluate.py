@@ -7,9 +7,11 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from grafting.console import setup_run_logging
+    from grafting.memory import reuse_freed_memory
     from grafting.progress import quiet_library_bars
     from grafting.stages.evaluate import run
 
+    reuse_freed_memory()  # freed tensors are reused, not page-faulted in again
     setup_run_logging()
     quiet_library_bars()
     run(cfg)
@@ -17,9 +19,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     from grafting.cli import rewrite_model_override
-    from grafting.memory import reuse_freed_memory
-
-    reuse_freed_memory()  # freed tensors are reused, not page-faulted in again
 
     rewrite_model_override()
     main()

@@ -9,15 +9,14 @@ from grafting.cli import rewrite_path_overrides
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     from grafting.console import setup_run_logging
+    from grafting.memory import reuse_freed_memory
     from grafting.stages import run
 
+    reuse_freed_memory()  # in the process that runs the job (a sweep's worker too): freed tensors are reused
     setup_run_logging()
     run(cfg)
 
 
 if __name__ == "__main__":
-    from grafting.memory import reuse_freed_memory
-
-    reuse_freed_memory()  # a training step's freed tensors are reused, not page-faulted in again
     rewrite_path_overrides()
     main()
