@@ -57,6 +57,12 @@ def heldout_loader(tokenizer, seq_len: int, batch_size: int) -> DataLoader:
     return DataLoader(val, batch_size=batch_size, collate_fn=pad_collate(tokenizer.pad_token_id))
 
 
+# The config keys of each family's dropout, set to the recipe's ``dropout`` while pretraining (Llama has none
+# on the residual stream).
+DROPOUT_KEYS = {"gpt_neox": ("hidden_dropout", "attention_dropout"), "llama": ("attention_dropout",),
+                "gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+
+
 def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Pretrain ``spec`` on its part of the built-in corpus, save it to its cache folder; return its report."""
     r = recipe(spec)
@@ -64,8 +70,8 @@ def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[
     tokenizer = builtin_tokenizer(r["tokenizer_vocab"], cache_dir)
     # Dropout regularises pretraining only (the corpus is small: ~10 epochs); the saved model has none.
     dropout = float(cfg.get("dropout", 0.0))
-    model = build_random({**r["arch"], "hidden_dropout": dropout, "attention_dropout": dropout}
-                         if dropout else r["arch"], r["init_seed"])
+    keys = DROPOUT_KEYS.get(r["arch"]["model_type"], DROPOUT_KEYS["gpt_neox"])
+    model = build_random({**r["arch"], **dict.fromkeys(keys, dropout)} if dropout else r["arch"], r["init_seed"])
     if "shared_init" in r:  # a wider model that contains a narrower one's initialisation (surgery.embed_narrow_)
         surgery.embed_narrow_(model, build_random(r["shared_init"]["arch"], r["shared_init"]["init_seed"]))
     seq_len, batch_size, val_batches = int(cfg["seq_len"]), int(cfg["batch_size"]), int(cfg.get("val_batches", 20))
@@ -86,7 +92,8 @@ def pretrain(spec: dict[str, Any], cache_dir: str | Path | None = None) -> dict[
     seconds = time.perf_counter() - start
     model = module.model.eval().cpu()
     if dropout:
-        model.config.hidden_dropout = model.config.attention_dropout = 0.0
+        for key in keys:
+            setattr(model.config, key, 0.0)
     ppl = heldout_perplexity(model, held_out, max_batches=val_batches)
     report = {"name": spec.get("name"), "recipe": r, "train_seconds": round(seconds, 1),
               "heldout_ppl": round(ppl, 2), "random_init_heldout_ppl": round(random_ppl, 2),
