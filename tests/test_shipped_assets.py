@@ -19,9 +19,11 @@ from grafting.stages.transplant import recipe_from_config
 PAIR = ("tiny-vanilla", "tiny-host")
 # The hosts of the initialisation x width 2 x 2 and the 2x host (docs/BEYOND_THE_PAPER.md); each ships once pretrained.
 HOSTS = tuple(n for n in ("tiny-host-indep", "tiny-host-m-shared", "tiny-host-m", "tiny-host-l") if shipped.manifest(n))
+# Other families pretrained like tiny-vanilla (the cross-family grafts, docs/GRAFT_ACROSS_MODELS.md).
+FAMILIES = tuple(n for n in ("tiny-llama", "tiny-gpt2") if shipped.manifest(n))
 
 
-@pytest.mark.parametrize("name", [*PAIR, "tiny-mlm", *HOSTS])
+@pytest.mark.parametrize("name", [*PAIR, "tiny-mlm", *HOSTS, *FAMILIES])
 def test_every_shipped_file_matches_its_manifest_sha256(name):
     manifest = shipped.verify(name)
     assert "python train.py stage=pretrain" in manifest["command"]
@@ -32,6 +34,18 @@ def test_every_shipped_file_matches_its_manifest_sha256(name):
 def test_the_shipped_pair_is_well_trained(name):
     heldout = shipped.manifest(name)["heldout"]
     assert heldout["heldout_ppl"] <= 60 < heldout["random_init_heldout_ppl"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_another_family_is_as_well_trained_as_the_pair_and_shares_only_the_data(name):
+    """Held-out perplexity within 10% of tiny-vanilla's; its own architecture and initialisation, the
+    vanilla donor's data."""
+    own, vanilla = shipped.manifest(name), shipped.manifest("tiny-vanilla")
+    assert own["heldout"]["heldout_ppl"] <= 1.1 * vanilla["heldout"]["heldout_ppl"]
+    assert own["recipe"]["arch"]["model_type"] != vanilla["recipe"]["arch"]["model_type"]
+    assert own["recipe"]["init_seed"] != vanilla["recipe"]["init_seed"]
+    assert (own["recipe"]["data_part"], own["recipe"]["data_seed"]) == (vanilla["recipe"]["data_part"],
+                                                                        vanilla["recipe"]["data_seed"])
 
 
 def test_the_mlm_scorer_reports_its_accuracy():
@@ -50,7 +64,8 @@ def test_vanilla_and_host_share_their_initialisation_and_differ_in_data(tmp_path
     assert not all(torch.equal(init["vanilla"][k], init["indep"][k]) for k in init["vanilla"])
 
 
-@pytest.mark.parametrize("key,name", [("donor", "tiny-vanilla"), ("host", "tiny-host"), *(("host", h) for h in HOSTS)])
+@pytest.mark.parametrize("key,name", [("donor", "tiny-vanilla"), ("host", "tiny-host"), *(("host", h) for h in HOSTS),
+                                      *(("donor", f) for f in FAMILIES)])
 def test_the_default_config_loads_the_shipped_weights_without_pretraining(tmp_path, key, name):
     spec = OmegaConf.to_container(compose_config([f"{key}={name}"], tmp_path)[key], resolve=True)
     assert recipe(spec) == shipped.manifest(name)["recipe"]
