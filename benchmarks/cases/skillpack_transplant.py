@@ -63,7 +63,7 @@ def _lora(s: Settings) -> Measurement:
 
     t_fast = median_time(fast, s.device, s.repeats) / len(RANKS)
     t_simple = median_time(simple, s.device, s.repeats) / len(RANKS)
-    return Measurement("i", f"SkillPack LoRA step per adapter, {len(RANKS)} ranks, batch 32 x 16 tokens",
+    return Measurement("l", f"SkillPack LoRA step per adapter, {len(RANKS)} ranks, batch 32 x 16 tokens",
                        "adapters in one pass, LM head at answer tokens", t_fast,
                        "separate peft steps, full-vocabulary loss", t_simple, ratio=ratio(t_simple, t_fast))
 
@@ -83,7 +83,7 @@ def _transplant_kl(s: Settings) -> Measurement:
     t_fast = median_time(lambda: shared.kl(target), s.device, s.repeats)
     t_simple = median_time(lambda: mean_kl(reference, target, chunks, 32), s.device, s.repeats)
     difference = abs(shared.kl(target)[0] - mean_kl(reference, target, chunks, 32))
-    return Measurement("i", f"transplant condition's KL, {texts} texts x 64 tokens, 4096 vocabulary",
+    return Measurement("l", f"transplant condition's KL, {texts} texts x 64 tokens, 4096 vocabulary",
                        "target side captured once, fused KL", t_fast, "mean_kl (both models each time)", t_simple,
                        ratio=ratio(t_simple, t_fast), extra={"abs_kl_difference": difference})
 
