@@ -215,6 +215,7 @@ HANDPICKED: dict[str, list[Any]] = {
     "skillpack.fusion.mergers.*.lam": ["x", True, [], ["x"], None, math.nan],
     "skillpack.fusion.mergers.*.density": [0, 1.5, [0], [], "x", True, None],
     "skillpack.fusion.mergers.*.p": [1, -0.1, [1.0], [], "x", None],
+    "skillpack.fusion.router.temperature": [0, -1.0, [0.0], [], "x", ["x"], True, None, math.nan],
     "transplant.source": [True, ["a"], None, {"source": "ftp"}],
     "skillpack.router": ["Arrow", "", [], ["learned", "moe"], 3, None, {"learned": 1}],
 }

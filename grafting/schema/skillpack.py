@@ -177,7 +177,7 @@ class Router(Node):
     n_train: Pos = None
     epochs: Pos = None
     lr: LR = None
-    temperature: Annotated[float, Field(gt=0)] | list[Annotated[float, Field(gt=0)]] = None  # gate; a list: chosen on val
+    temperature: _grid(Annotated[float, Field(gt=0)]) = None  # gate; a list: chosen on validation
     top_k: Pos = None  # gate
     rank: Pos = None  # arrow
     paraphrases: bool = None  # also train on the training paraphrases
