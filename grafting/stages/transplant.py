@@ -206,7 +206,7 @@ class Sweep:
         ``kl=False`` (single random draws, scored on the task only) leaves the KL out unless already known."""
         key = (frozenset(names), float(alpha))
         entry = self._cache.get(key)
-        if entry is None or (kl and entry["kl"] is None):
+        if _missing(entry, kl):
             self._cache[key] = self._evaluate_now(names, alpha, kl, entry)
         return self._cache[key]
 
@@ -221,7 +221,7 @@ class Sweep:
         for modules, alpha, kl in conditions:
             key = (frozenset(modules), float(alpha))
             known = self._cache.get(key)
-            if known is not None and (not kl or known["kl"] is not None):
+            if not _missing(known, kl):
                 continue
             first = todo.get(key)
             todo[key] = (first[0] if first else modules, float(alpha), kl or bool(first and first[2]), known)
@@ -245,6 +245,11 @@ class Sweep:
     def n_evaluations(self) -> int:
         """Distinct transplanted variants evaluated so far."""
         return len(self._cache)
+
+
+def _missing(entry: dict[str, Any] | None, kl: bool) -> bool:
+    """A condition is still to evaluate: never evaluated, or its KL is asked for and not known."""
+    return entry is None or (kl and entry["kl"] is None)
 
 
 def analyse(tp: DictConfig, task: ModularAddition | KeyFacts, target, source, tokenizer) -> dict[str, Any]:
