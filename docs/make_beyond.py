@@ -98,11 +98,11 @@ def gain_share(group: list[Job], model: str = "Grafted") -> str:
     return format_interval(share_interval(fact[model], fact["VanillaGraft"], fact["Tuned"], n))
 
 
-def cell_table(jobs: list[Job]) -> list[str]:
+def cell_table(jobs: list[Job], methods: dict[str, str] = METHODS) -> list[str]:
     """One host: each method's model beside its controls, then the references."""
     lines = ["| method | model | seeds | " + " | ".join(METRICS) + " | held-out fact above both controls | share "
              "of Tuned's gain over VanillaGraft |", "|---|---|---|" + "---|" * (len(METRICS) + 2)]
-    for method, group in ordered(by(jobs, variant), METHODS).items():
+    for method, group in ordered(by(jobs, variant), methods).items():
         models = ["HostLoRA"] if method == "host_lora" else ["Grafted", *CONTROLS]
         for model in models:
             cells = [format_interval(interval(group, model, m)) for m in METRICS]
@@ -117,15 +117,24 @@ def cell_table(jobs: list[Job]) -> list[str]:
     return lines
 
 
-def summary_table(jobs: list[Job]) -> list[str]:
-    """Methods x cells: the held-out accuracy (fact) of each method's model, its vanilla-block control beside it."""
-    hosts = [h for h in CELLS if any(host(j) == h for j in jobs)]
-    lines = ["| method | " + " | ".join(f"{CELLS[h][0]} init, {CELLS[h][1]} (`{h}`)" for h in hosts) + " |",
-             "|---|" + "---|" * len(hosts)]
-    for method in [m for m in METHODS if any(variant(j) == m for j in jobs)]:
+def cell_labels() -> dict[str, str]:
+    """The 2 x 2's cells (and the 2x host) by host, as the summary's columns name them."""
+    return {h: f"{init} init, {width} (`{h}`)" for h, (init, width) in CELLS.items()}
+
+
+def summary_table(jobs: list[Job], methods: dict[str, str] = METHODS, cell_of=host,
+                  labels: dict[str, str] | None = None) -> list[str]:
+    """Methods x cells: the held-out accuracy (fact) of each method's model, its vanilla-block control beside it.
+
+    A cell is what ``cell_of(job)`` returns (the host by default); ``labels`` orders and names the cells.
+    """
+    labels = labels or cell_labels()
+    hosts = [h for h in labels if any(cell_of(j) == h for j in jobs)]
+    lines = ["| method | " + " | ".join(labels[h] for h in hosts) + " |", "|---|" + "---|" * len(hosts)]
+    for method in [m for m in methods if any(variant(j) == m for j in jobs)]:
         cells = []
         for h in hosts:
-            group = [j for j in jobs if host(j) == h and variant(j) == method]
+            group = [j for j in jobs if cell_of(j) == h and variant(j) == method]
             if not group:
                 cells.append("not run")
                 continue
@@ -134,7 +143,7 @@ def summary_table(jobs: list[Job]) -> list[str]:
                 f" (vanilla block {format_interval(interval(group, 'VanillaGraft', 'fact'))})"
             cells.append(f"{mine}{control}, {len(group)} seeds")
         lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
-    refs = {h: one_per_seed([j for j in jobs if host(j) == h]) for h in hosts}
+    refs = {h: one_per_seed([j for j in jobs if cell_of(j) == h]) for h in hosts}
     lines.append("| (Tuned donor) | " + " | ".join(format_interval(interval(refs[h], "Tuned", "fact")) for h in hosts)
                  + " |")
     return lines
@@ -154,25 +163,27 @@ def skill_figure(jobs: list[Job], path: Path = DOCS / "figures" / "beyond_skill_
     return bar_figure(path, groups, "held-out accuracy (fact)", "The input-dependent skill: initialisation x width")
 
 
-def choices(jobs: list[Job]) -> list[str]:
+def choices(jobs: list[Job], methods: dict[str, str] = METHODS, cell_of=host,
+            labels: dict[str, str] | None = None) -> list[str]:
     """Per cell, each grafting method's validation accuracy and the one the validation split picks.
 
     The methods are compared on the seeds they all ran (a method extended to more seeds is not compared
-    on its extra seeds).
+    on its extra seeds). Cells as in :func:`summary_table`.
     """
-    hosts = [h for h in CELLS if any(host(j) == h for j in jobs)]
-    grafts = [m for m in METHODS if m != "host_lora" and any(variant(j) == m for j in jobs)]
+    labels = labels or {h: f"`{h}`" for h in CELLS}
+    hosts = [h for h in labels if any(cell_of(j) == h for j in jobs)]
+    grafts = [m for m in methods if m != "host_lora" and any(variant(j) == m for j in jobs)]
     lines = ["| cell | seeds | " + " | ".join(f"`{m}` val_fact" for m in grafts) + " | chosen on validation |",
              "|---|---|" + "---|" * (len(grafts) + 1)]
     for h in hosts:
-        runs = {m: [j for j in jobs if host(j) == h and variant(j) == m] for m in grafts}
+        runs = {m: [j for j in jobs if cell_of(j) == h and variant(j) == m] for m in grafts}
         ran = [m for m in grafts if runs[m]]
         common = set.intersection(*({j.seed for j in runs[m]} for m in ran)) if ran else set()
         scores = {m: interval([j for j in runs[m] if j.seed in common], "Grafted", "val_fact") for m in grafts}
         means = {m: scores[m][0] for m in ran if not math.isnan(scores[m][0])}
         top = [m for m in means if means[m] == max(means.values())]
         best = " ".join(f"`{m}`" for m in top) + (" (a tie)" if len(top) > 1 else "") if top else "n/a"
-        lines.append(f"| `{h}` | {len(common)} | " + " | ".join(format_interval(scores[m]) for m in grafts)
+        lines.append(f"| {labels[h]} | {len(common)} | " + " | ".join(format_interval(scores[m]) for m in grafts)
                      + f" | {best} |")
     return lines
 

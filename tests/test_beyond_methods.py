@@ -98,6 +98,9 @@ def test_method_runs_from_the_cli(tmp_path, overrides):
     ("distill", {"align.method": "distill", "align.distill.steps": 100}),
     ("distill_long", {"align.method": "distill", "align.distill.steps": 400}),
     ("procrustes_init", {"align.init": "procrustes", "align.solver": "adam"}),
+    ("procrustes_distill", {"align.init": "procrustes", "align.solver": "adam", "align.method": "distill"}),
+    ("procrustes", {"align.solver": "procrustes", "align.method": "paper"}),
+    ("lstsq", {"align.solver": "lstsq", "align.method": "paper"}),
     ("span2", {"graft.span": 2}),
     ("host_lora", {"evaluation.host_lora": True}),
 ])

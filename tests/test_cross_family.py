@@ -74,15 +74,20 @@ def test_a_cross_family_graft_saves_and_reloads_with_identical_logits(host_famil
                                grafted(input_ids=ids, attention_mask=mask).logits, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("donor", ["tiny-random-llama", "tiny-random-gpt2"])
-def test_the_pipeline_grafts_across_families(donor, tmp_path):
-    """`python train.py debug=smoke donor=<another family>`: fine-tune, align, score, with both controls."""
+@pytest.mark.parametrize(("donor", "variant"), [("tiny-random-llama", "paper"), ("tiny-random-gpt2", "paper"),
+                                              ("tiny-random-llama", "procrustes_distill")])
+def test_the_pipeline_grafts_across_families(donor, variant, tmp_path):
+    """`python train.py debug=smoke donor=<another family> +variant=<method>`: fine-tune, align, score, with both
+    controls (the methods of docs/GRAFT_ACROSS_MODELS.md; the own one fits a rotation across families first)."""
     import json
 
     from conftest import run_job
 
-    run = run_job(["debug=smoke", f"donor={donor}"], tmp_path)
+    run = run_job(["debug=smoke", f"donor={donor}", f"+variant={variant}"], tmp_path)
     results = json.loads((run / "results.json").read_text())
     assert results["config"]["donor"]["arch"]["model_type"] != results["config"]["host"]["arch"]["model_type"]
     assert {"Tuned", "Grafted", "VanillaGraft", "IdentityGraft", "Vanilla", "Host"} <= set(results["models"])
     assert all(0.0 <= results["models"][m]["f_S"] <= 1.0 for m in ("Grafted", "VanillaGraft"))
+    if variant == "procrustes_distill":
+        assert results["config"]["align"]["init"] == "procrustes"
+        assert {"distill", "distill_vanilla"} <= set(results["align"])
