@@ -111,6 +111,9 @@ def test_ratio_interval_against_a_direct_computation():
     assert lo_items < low and hi_items > high
     share, lo, hi = share_interval([0.75] * 5, [0.25] * 5, [1.0] * 5, n_items=64)
     assert share == pytest.approx(2 / 3) and lo < share < hi and hi - lo > 0.1
+    # every item agrees in every seed (0 of 300 for the model and the control): still the width of 300 items
+    share, lo, hi = share_interval([0.0] * 3, [0.0] * 3, [1.0] * 3, n_items=300)
+    assert share == 0.0 and lo < 0.0 < hi and 0.005 < hi - lo < 0.05
 
 
 def test_separation_and_format():

@@ -216,9 +216,18 @@ def ratio_interval(numerators: Sequence[float], denominators: Sequence[float],
 def share_interval(model: Sequence[float], control: Sequence[float], reference: Sequence[float],
                    n_items: int | None = None, level: float = 0.95) -> Stats:
     """The share of ``reference``'s gain over ``control`` that ``model`` reaches, ``(m - c) / (r - c)``, from
-    per-seed proportions on ``n_items`` shared test items (e.g. Grafted, VanillaGraft and Tuned's fact)."""
+    per-seed proportions on ``n_items`` shared test items (e.g. Grafted, VanillaGraft and Tuned's fact).
+
+    The item variances are those of Agresti-Coull's adjusted proportions ``(p n + 2) / (n + 4)``: a proportion
+    where every item agrees (0 of 300) still has the item noise its finite test set allows, so a share of
+    all-zero scores gets a width, not a bracket of zero width."""
     r0 = (sum(model) - sum(control)) / max(sum(reference) - sum(control), 1e-12)
-    var = [m * (1 - m) + (1 - r0) ** 2 * c * (1 - c) + r0**2 * t * (1 - t)
+
+    def item_var(p: float) -> float:
+        adjusted = (p * n_items + 2) / (n_items + 4) if n_items else p
+        return adjusted * (1 - adjusted)
+
+    var = [item_var(m) + (1 - r0) ** 2 * item_var(c) + r0**2 * item_var(t)
            for m, c, t in zip(model, control, reference, strict=True)]
     return ratio_interval([m - c for m, c in zip(model, control, strict=True)],
                           [t - c for t, c in zip(reference, control, strict=True)],
