@@ -72,6 +72,39 @@ def figure(jobs: list[Job], path: Path = DOCS / "figures" / "across_models.png")
     return bar_figure(path, groups, "held-out accuracy (fact)", "The input-dependent skill across models")
 
 
+HALVES = ("Tuned", "Grafted", "VanillaGraft", "input_half", "output_half")
+
+
+def diagnostics(runs: Path) -> list[str]:
+    """Each half of the graft on its own (stage=diagnose under ``runs/across_diagnose``): the teacher-forced
+    fact of the tuned donor, the graft, its vanilla-block control, the host up to the graft then Pre-T and the
+    tuned donor (``input_half``), and the tuned donor through its block then Post-T and the host (``output_half``),
+    over the seeds diagnosed, with the project's interval (seeds and the diagnosed prompts)."""
+    import json
+
+    from grafting.metrics.stats import format_interval, score_interval
+    from grafting.reporting.aggregate import job_overrides
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for path in sorted((runs / "across_diagnose").rglob("diagnose.json")):
+        for run in json.loads(path.read_text())["runs"]:
+            job = Path(run["run_dir"])
+            graft = Job("", "", 0, json.loads((job / "results.json").read_text()))  # the diagnosed run
+            key = (pair_key(graft), job_overrides(job).get("variant", "paper"))
+            facts = run["facts_teacher_forced"]
+            groups.setdefault(key, []).append({m: {"fact": facts[m], "n": facts["n"]} for m in HALVES})
+    if not groups:
+        return []
+    names = labels()
+    lines = ["| pair | method | seeds | " + " | ".join(HALVES) + " |", "|---|---|---|" + "---|" * len(HALVES)]
+    for (key, method), seeds in sorted(groups.items(), key=lambda kv: (list(names).index(kv[0][0])
+                                                                        if kv[0][0] in names else 99,
+                                                                        list(METHODS).index(kv[0][1]))):
+        cells = [format_interval(score_interval([s[m] for s in seeds], "fact")) for m in HALVES]
+        lines.append(f"| {names.get(key, key).split(' (')[0]} | `{method}` | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def build(runs: Path) -> str:
     jobs = across_jobs(runs)
     if not jobs:
@@ -91,6 +124,13 @@ def build(runs: Path) -> str:
         cell = [j for j in jobs if pair_key(j) == key]
         if cell:
             parts += [f"### {label}", "", *cell_table(cell, METHODS), ""]
+    halves = diagnostics(runs)
+    if halves:
+        parts += ["### Where the skill is lost: each half of the graft on its own", "",
+                  "Teacher-forced fact (the prompt and the answer's format given, the digit scored) on the first "
+                  "64 test prompts (`python train.py stage=diagnose`). `input_half`: the host up to the graft, "
+                  "Pre-T, then the tuned donor from its block on. `output_half`: the tuned donor through its "
+                  "block, Post-T, then the host's later blocks.", "", *halves, ""]
     return "\n".join(parts)
 
 

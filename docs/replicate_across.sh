@@ -26,7 +26,29 @@ part_init() {  # the closed forms and the own method in the independent-init cel
     +variant=procrustes,lstsq,procrustes_distill seed=0,1,2
 }
 
+runs_of() {  # runs_of <sweep folder> <seed> <method ...>: those finished jobs, as a Hydra list
+  python - "$@" <<'PY'
+import sys
+from pathlib import Path
+from grafting.reporting.aggregate import finished_jobs, job_overrides
+sweep, seed, methods = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+found = {job_overrides(d).get("variant", "paper"): d for d, r in finished_jobs(sweep) if r["config"]["seed"] == seed}
+print("[" + ",".join(str(found[m]) for m in methods if m in found) + "]")
+PY
+}
+
+part_diagnose() {  # where the skill is lost: each half of the graft on its own (stage=diagnose), seeds 0-2
+  local pair seed
+  for pair in llama-to-gpt_neox gpt_neox-to-llama; do
+    for seed in 0 1 2; do
+      [ -f "$out/across_diagnose/$pair/$seed/diagnose.json" ] && continue
+      OMP_NUM_THREADS=1 python train.py stage=diagnose hydra.run.dir="$out/across_diagnose/$pair/$seed" \
+        "stage.run_dir=$(runs_of "$out/across/$pair" "$seed" paper procrustes_init distill procrustes_distill)"
+    done
+  done
+}
+
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(families init)
+[ ${#parts[@]} -gt 0 ] || parts=(families init diagnose)
 for part in "${parts[@]}"; do "part_$part"; done
 python docs/make_across.py --runs "$out"

@@ -44,3 +44,23 @@ def test_cells_are_pairs_and_the_text_only_choice_ignores_task_data(monkeypatch,
     assert row.endswith("`paper` |")
     row = next(r for r in make_across.choices(kept, make_across.METHODS, make_across.pair_key, labels) if "Llama" in r)
     assert row.endswith("`distill` |")
+
+
+def test_the_halves_table_pools_the_diagnosed_seeds_of_each_pair_and_method(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)  # diagnose.json names its runs relative to the repository root
+    for seed, input_half in ((0, 0.0), (1, 0.5)):
+        job = Path(f"across/llama/{seed}")
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- +variant=distill\n")
+        results = {"config": {"seed": seed, "donor": {"name": "tiny-llama"}, "host": {"name": "tiny-host"}}}
+        (tmp_path / job / "results.json").write_text(json.dumps(results))
+        facts = {"Tuned": 1.0, "Grafted": 0.1, "VanillaGraft": 0.0, "input_half": input_half, "output_half": 0.2,
+                 "n": 64}
+        out = tmp_path / "across_diagnose" / "llama" / str(seed)
+        out.mkdir(parents=True)
+        (out / "diagnose.json").write_text(json.dumps({"runs": [{"run_dir": str(job), "facts_teacher_forced": facts}]}))
+    rows = make_across.diagnostics(tmp_path)
+    assert len(rows) == 3 and rows[2].startswith("| Llama → GPTNeoX | `distill` | 2 |")
+    assert rows[2].split(" | ")[6].startswith("0.250 [")  # input_half: the mean of the two seeds
