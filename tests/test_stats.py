@@ -136,3 +136,13 @@ def test_score_interval_reads_the_evaluation_layout():
     assert score_interval(seeds, "loss") == (0.2, 0.2, 0.2)  # no item data: seeds alone
     val = [{"val_fact": 0.5, "val_n": 100, "n": 1000}] * 3
     assert score_interval(val, "val_fact") == seed_item_interval([0.5] * 3, n_items=100, proportion=True)
+
+
+def test_a_language_interval_stops_at_the_bound_its_metric_cannot_cross():
+    """Two seeds far apart give a t-interval below 0; a KL cannot go there, the interval stops at 0."""
+    seeds = [{"kl_host": 0.2, "kl_host_n": 100, "kl_host_item_var": 0.01},
+             {"kl_host": 6.0, "kl_host_n": 100, "kl_host_item_var": 0.01}]
+    mean, low, high = score_interval(seeds, "kl_host")
+    assert mean == pytest.approx(3.1) and low == 0.0 and high > 6.0
+    unbounded = score_interval([{"x": 0.2}, {"x": 6.0}], "x")  # a metric that may be negative keeps its t-interval
+    assert unbounded[1] < 0

@@ -161,6 +161,7 @@ def seed_item_interval(seed_means: Sequence[float], n_items: int | Sequence[int]
 
 
 PROPORTIONS = ("f_H", "f_S", "fact")  # task scores: fractions of the test items (also their _line / _whole forms)
+NONNEGATIVE = ("P", "MLM", "ppl_ref", "kl_host")  # language scores that cannot go below 0: the interval stops there
 
 
 def score_interval(per_seed: Sequence[dict], metric: str, level: float = 0.95) -> Stats:
@@ -173,9 +174,13 @@ def score_interval(per_seed: Sequence[dict], metric: str, level: float = 0.95) -
         ns = [int(s.get(f"{prefix}n", 0)) for s in per_seed]
         return seed_item_interval(values, n_items=ns if all(ns) else None, proportion=True, level=level)
     if all(f"{metric}_n" in s and f"{metric}_item_var" in s for s in per_seed):
-        return seed_item_interval(values, n_items=[int(s[f"{metric}_n"]) for s in per_seed],
-                                  item_vars=[float(s[f"{metric}_item_var"]) for s in per_seed], level=level)
-    return seed_item_interval(values, level=level)
+        stats = seed_item_interval(values, n_items=[int(s[f"{metric}_n"]) for s in per_seed],
+                                   item_vars=[float(s[f"{metric}_item_var"]) for s in per_seed], level=level)
+    else:
+        stats = seed_item_interval(values, level=level)
+    if metric in NONNEGATIVE and stats[1] < 0:  # a t-interval over few seeds can cross a bound the metric cannot
+        return stats[0], 0.0, stats[2]
+    return stats
 
 
 def ratio_interval(numerators: Sequence[float], denominators: Sequence[float],
