@@ -21,9 +21,21 @@ part_families() {  # the two cross-family pairs: 7 methods x 5 seeds each
   run across/gpt_neox-to-llama experiment=across_tiny donor=tiny-vanilla host=tiny-llama "seed=$seeds"
 }
 
+# The text-only method each cross-family pair's validation operands pick on seeds 0-4 (docs/GRAFT_ACROSS_MODELS.md,
+# "Which method each pair's validation split picks"): its headline row gets seeds 5-9 too.
+best_llama_neox=${BEST_LLAMA_NEOX:-procrustes_init}
+best_neox_llama=${BEST_NEOX_LLAMA:-procrustes_init}
+
+part_headline() {  # the headline cells to 10 seeds
+  run across/llama-to-gpt_neox-seeds experiment=across_tiny donor=tiny-llama host=tiny-host \
+    "+variant=$best_llama_neox" seed=5,6,7,8,9
+  run across/gpt_neox-to-llama-seeds experiment=across_tiny donor=tiny-vanilla host=tiny-llama \
+    "+variant=$best_neox_llama" seed=5,6,7,8,9
+}
+
 part_init() {  # the closed forms and the own method in the independent-init cells (the rest: replicate_beyond.sh)
   run across/indep experiment=across_tiny host=tiny-host-indep,tiny-host-m \
-    +variant=procrustes,lstsq,procrustes_distill seed=0,1,2
+    +variant=procrustes,lstsq,procrustes_distill seed=0,1
 }
 
 runs_of() {  # runs_of <sweep folder> <seed> <method ...>: those finished jobs, as a Hydra list
@@ -49,6 +61,6 @@ part_diagnose() {  # where the skill is lost: each half of the graft on its own 
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(families init diagnose)
+[ ${#parts[@]} -gt 0 ] || parts=(families headline init diagnose)
 for part in "${parts[@]}"; do "part_$part"; done
 python docs/make_across.py --runs "$out"
