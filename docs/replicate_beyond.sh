@@ -31,7 +31,7 @@ part_skill() {
   run skill_2x2/tiny-host-m experiment=skill_2x2_tiny host=tiny-host-m seed=0,1                # 4 methods x 2 seeds
 }
 
-part_skill_l() {  # the 2x host: not in the default parts, tiny-host-l does not ship yet (it pretrains, ~2 CPU-hours)
+part_skill_l() {  # the 2x host (tiny-host-l ships): not in the default parts, its runs are not on the page yet
   run skill_l/main experiment=skill_2x2_tiny host=tiny-host-l "+variant=$best"
 }
 
