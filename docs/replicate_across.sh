@@ -25,12 +25,16 @@ part_families() {  # the two cross-family pairs: 7 methods x 5 seeds each
 # "Which method each pair's validation split picks"): its headline row gets seeds 5-9 too.
 best_llama_neox=${BEST_LLAMA_NEOX:-procrustes_init}
 best_neox_llama=${BEST_NEOX_LLAMA:-procrustes_init}
+# ... and the method the validation operands pick among all six where it is not a text-only one (GPTNeoX -> Llama)
+best_any_neox_llama=${BEST_ANY_NEOX_LLAMA:-procrustes_distill}
 
 part_headline() {  # the headline cells to 10 seeds
   run across/llama-to-gpt_neox-seeds experiment=across_tiny donor=tiny-llama host=tiny-host \
     "+variant=$best_llama_neox" seed=5,6,7,8,9
   run across/gpt_neox-to-llama-seeds experiment=across_tiny donor=tiny-vanilla host=tiny-llama \
     "+variant=$best_neox_llama" seed=5,6,7,8,9
+  run across/gpt_neox-to-llama-seeds-any experiment=across_tiny donor=tiny-vanilla host=tiny-llama \
+    "+variant=$best_any_neox_llama" seed=5,6,7,8,9
 }
 
 part_init() {  # the closed forms and the own method in the independent-init cells (the rest: replicate_beyond.sh)
