@@ -25,6 +25,7 @@ from grafting.metrics.stats import INTERVAL_METHOD  # noqa: E402
 # (donor, host) -> what the pair shares and does not
 PAIRS = {("tiny-vanilla", "tiny-host-indep"): "GPTNeoX → GPTNeoX, independent init, same width",
          ("tiny-vanilla", "tiny-host-m"): "GPTNeoX → GPTNeoX, independent init, 1.5× wider",
+         ("tiny-vanilla", "tiny-host-l"): "GPTNeoX → GPTNeoX, independent init, 2× wider, 1.5× deeper",
          ("tiny-llama", "tiny-host"): "Llama → GPTNeoX",
          ("tiny-vanilla", "tiny-llama"): "GPTNeoX → Llama"}
 TEXT_ONLY = {"paper": "the paper's alignment: KL through the logit lens, from the identity",
@@ -35,8 +36,8 @@ TASK_DATA = {"distill": "the paper's, then distillation from the tuned donor (tr
              "procrustes_distill": "own: the rotation start, the paper's KL, then the distillation"}
 METHODS = {**TEXT_ONLY, **TASK_DATA,
            "host_lora": "control: LoRA on the host's block, as many parameters as the translators"}
-# the runs of docs/BEYOND_THE_PAPER.md that are cells of a pair here (experiment=skill_2x2_tiny and its seeds)
-SOURCES = ("across", "skill_2x2", "skill")
+# the runs of docs/BEYOND_THE_PAPER.md that are cells of a pair here (experiment=skill_2x2_tiny, its seeds, the 2x host)
+SOURCES = ("across", "skill_2x2", "skill", "skill_l")
 
 
 def pair(job: Job) -> tuple[str, str]:
