@@ -64,9 +64,8 @@ def figure(jobs: list[Job], path: Path = DOCS / "figures" / "across_models.png")
         cell = [j for j in jobs if pair_key(j) == key]
         if not cell:
             continue
-        bars = {m: interval(g, "HostLoRA" if m == "host_lora" else "Grafted", "fact")
-                for m, g in by(cell, variant).items() if m in METHODS}
-        bars = {m: bars[m] for m in METHODS if m in bars}
+        runs = by(cell, variant)
+        bars = {m: interval(runs[m], "HostLoRA" if m == "host_lora" else "Grafted", "fact") for m in METHODS if m in runs}
         bars["tuned block, identity translators"] = interval(cell, "IdentityGraft", "fact")
         bars["Tuned donor"] = interval(list({j.seed: j for j in cell}.values()), "Tuned", "fact")
         groups[label.split(" (")[0]] = bars
@@ -98,11 +97,10 @@ def diagnostics(runs: Path) -> list[str]:
         return []
     names = labels()
     lines = ["| pair | method | seeds | " + " | ".join(HALVES) + " |", "|---|---|---|" + "---|" * len(HALVES)]
-    for (key, method), seeds in sorted(groups.items(), key=lambda kv: (list(names).index(kv[0][0])
-                                                                        if kv[0][0] in names else 99,
-                                                                        list(METHODS).index(kv[0][1]))):
+    for (key, method) in [(k, m) for k in names for m in METHODS if (k, m) in groups]:
+        seeds = groups[(key, method)]
         cells = [format_interval(score_interval([s[m] for s in seeds], "fact")) for m in HALVES]
-        lines.append(f"| {names.get(key, key).split(' (')[0]} | `{method}` | {len(seeds)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {names[key].split(' (')[0]} | `{method}` | {len(seeds)} | " + " | ".join(cells) + " |")
     return lines
 
 
