@@ -26,13 +26,13 @@ part_skill() {
   run skill/seeds experiment=skill_tiny "+variant=$best" host=tiny-host seed=5,6,7,8,9     # the pick: 10 seeds
   run skill/indep experiment=skill_tiny "+variant=$best" host=tiny-host-indep seed=0,1,2,3,4,5,6,7,8,9
   run skill_2x2/tiny-host-indep experiment=skill_2x2_tiny host=tiny-host-indep +variant=paper,procrustes_init,host_lora \
-    seed=0
-  run skill_2x2/tiny-host-m-shared experiment=skill_2x2_tiny host=tiny-host-m-shared seed=0,1  # 4 methods x 2 seeds
-  run skill_2x2/tiny-host-m experiment=skill_2x2_tiny host=tiny-host-m seed=0,1                # 4 methods x 2 seeds
+    seed=0,1,2,3,4
+  run skill_2x2/tiny-host-m-shared experiment=skill_2x2_tiny host=tiny-host-m-shared seed=0,1,2,3,4  # 4 methods x 5
+  run skill_2x2/tiny-host-m experiment=skill_2x2_tiny host=tiny-host-m seed=0,1,2,3,4                # 4 methods x 5
 }
 
-part_skill_l() {  # the 2x host (tiny-host-l ships), the best method, one seed so far (add seeds with seed=...)
-  run skill_l/main experiment=skill_2x2_tiny host=tiny-host-l "+variant=$best" seed=0
+part_skill_l() {  # the 2x host (tiny-host-l ships), the best method, 5 seeds
+  run skill_l/main experiment=skill_2x2_tiny host=tiny-host-l "+variant=$best" seed=0,1,2,3,4
 }
 
 part_knowledge() {  # 5 methods x 2 seeds; the validation keys' pick to 10 seeds; the permuted table, 2 seeds

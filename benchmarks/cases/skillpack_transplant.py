@@ -3,6 +3,9 @@
 - LoRA: one step of each of five adapters (the budget curve's ranks 4/8/13/22/44 at one rate) trained
   in one pass with the LM head only at the answer tokens (``MultiLoraModel``), against five separate
   peft steps through the model's own full-vocabulary loss. Per adapter-step time.
+- LoRA side by side: the budget pass's three adapters for 30 steps with the job's thread budget, one
+  forked single-thread pass per group (``train_adapters_side_by_side``'s layout) against one pass of all
+  three on every thread. Wall time of the whole pass.
 - Transplant KL: one condition's KL(target ‖ transplanted) on 64 texts x 64 tokens with the target's
   side captured once (``KLReference``), against ``mean_kl`` (both models every time, five positions x
   vocabulary tensors per batch).
@@ -13,12 +16,14 @@ Case (l) of ``python -m benchmarks``.
 from __future__ import annotations
 
 import copy
+import time
 
 import torch
 
 from benchmarks.common import Settings, median_time, ratio
 from benchmarks.result import Measurement
 from grafting import surgery
+from grafting.evaluation.parallel import map_forked
 from grafting.models.loading import build_random
 from grafting.modules.skillpack_train import SkillPackTrainModule
 from grafting.skillpack.multi_lora import AdapterSpec, MultiLoraModel
@@ -68,6 +73,38 @@ def _lora(s: Settings) -> Measurement:
                        "separate peft steps, full-vocabulary loss", t_simple, ratio=ratio(t_simple, t_fast))
 
 
+def _lora_side_by_side(s: Settings) -> Measurement:
+    model = build_random(_arch(s.quick, "gpt_neox"), 0)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 4096, (32, 16), generator=gen)
+    labels = ids.clone()
+    labels[:, :12] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    targets = surgery.architecture(model).lora_targets
+    ranks, steps, budget = RANKS[1:4], 3 if s.quick else 30, torch.get_num_threads()
+
+    def train(group: tuple[int, ...]) -> float:
+        multi = MultiLoraModel(model, targets, [AdapterSpec(r, 2 * r, 3e-3) for r in group], lambda: torch.manual_seed(0))
+        opt = torch.optim.AdamW(multi.param_groups(), weight_decay=0.0)
+        for _ in range(steps):
+            multi.losses(batch).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        return float(multi.losses(batch).sum())
+
+    groups = [ranks[i::budget] for i in range(budget) if ranks[i::budget]]
+    start = time.perf_counter()
+    map_forked(train, groups, len(groups))
+    t_fast = time.perf_counter() - start
+    start = time.perf_counter()
+    train(ranks)  # one pass on the job's threads
+    t_simple = time.perf_counter() - start
+    return Measurement("l", f"SkillPack LoRA budget pass, {len(ranks)} adapters x {steps} steps, {budget} threads",
+                       f"{len(groups)} forked single-thread passes side by side", t_fast,
+                       "one pass of every adapter on every thread", t_simple, ratio=ratio(t_simple, t_fast),
+                       extra={"threads": budget})
+
+
 def _transplant_kl(s: Settings) -> Measurement:
     from grafting.stages.transplant import mean_kl
     from grafting.transplant import candidate_modules, transplant_
@@ -91,4 +128,4 @@ def _transplant_kl(s: Settings) -> Measurement:
 def run(s: Settings) -> list[Measurement]:
     with torch.no_grad():
         kl = _transplant_kl(s)
-    return [_lora(s), kl]
+    return [_lora(s), _lora_side_by_side(s), kl]

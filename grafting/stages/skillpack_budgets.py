@@ -7,11 +7,12 @@ methods use calibration text (the first ``calibration_texts`` distilled training
 layer's input Hessian on the tuned model, BitDelta fits its scales to the tuned model's logits. LoRA
 trains one adapter per budget at the largest rank that fits, with its learning rate chosen on the
 validation split (at the middle budget's rank); adapters trained at the same time share one pass over
-the data (:mod:`grafting.skillpack.multi_lora`).
+the data (:mod:`grafting.skillpack.multi_lora`), one pass per thread of the job's budget, side by side.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -20,6 +21,7 @@ import torch
 
 from grafting import surgery
 from grafting.data.skill_example import OnSplit, SkillTask
+from grafting.evaluation.parallel import map_forked, workers_for
 from grafting.evaluation.skill_eval import evaluate_skill, strip_outputs
 from grafting.run_context import RunContext
 from grafting.skillpack.bitdelta import distill_scales
@@ -125,9 +127,7 @@ def lora_curve(ctx: RunContext, target: torch.nn.Module, tokenizer, task: SkillT
     def train(pairs: list[tuple[int, float]], phase: str) -> dict[tuple[int, float], dict]:
         """(rank, lr) -> LoRA factors as pack entries."""
         if batched:
-            specs = [AdapterSpec(r, alpha_over_r * r, lr) for r, lr in pairs]
-            model = train_lora_adapters(ctx, target, tokenizer, data, specs, steps, phase)
-            return {pair: model.pack(i, str(lo.dtype)) for i, pair in enumerate(pairs)}
+            return train_adapters_side_by_side(ctx, target, tokenizer, data, pairs, alpha_over_r, steps, phase)
         return {(r, lr): lora_pack(train_target(ctx, target, tokenizer, data, method="lora", lora_r=r,
                                                 lora_alpha=alpha_over_r * r, lr=lr, steps=steps,
                                                 phase=f"{phase}_r{r}_lr{lr:g}").model, str(lo.dtype))
@@ -161,6 +161,40 @@ def lora_curve(ctx: RunContext, target: torch.nn.Module, tokenizer, task: SkillT
         rows.append(budget_row(task.name, "lora", fraction, {"rank": rank, "lr": best_lr}, nbytes, disk, dense,
                                scores, base, full))
     return rows
+
+
+def adapter_groups(pairs: list[tuple[int, float]], workers: int) -> list[list[tuple[int, float]]]:
+    """``pairs`` dealt round-robin into at most ``workers`` non-empty groups, each trained in one pass."""
+    return [group for group in (pairs[i::workers] for i in range(max(1, workers))) if group]
+
+
+def train_adapters_side_by_side(ctx: RunContext, target: torch.nn.Module, tokenizer, data: Distilled,
+                                pairs: list[tuple[int, float]], alpha_over_r: int, steps: int, phase: str
+                                ) -> dict[tuple[int, float], dict]:
+    """``(rank, lr) -> LoRA factors`` as pack entries: the adapters in one pass per group, the groups side by side.
+
+    On a CPU job with a budget of ``W`` threads the adapters are dealt into ``W`` groups, each trained in a
+    forked single-thread worker (:mod:`grafting.evaluation.parallel`): a tiny model's ops are too short to
+    split over threads, while separate passes run side by side. Each adapter still sees its own
+    initialisation, batches and schedule, so it equals its separate run to float tolerance in any group
+    (``tests/test_skillpack_multi_lora.py``). A forked worker trains without the job's loggers (a W&B run
+    must not be written from two processes); with one group, training stays in this process, as before.
+    """
+    dtype = str(ctx.cfg.skillpack.lora.dtype)
+    groups = adapter_groups(pairs, workers_for(len(pairs), next(target.parameters()).device))
+
+    def train_group(group: list[tuple[int, float]]) -> dict[tuple[int, float], dict]:
+        specs = [AdapterSpec(r, alpha_over_r * r, lr) for r, lr in group]
+        run, stage = ctx, phase
+        if len(groups) > 1:  # its own checkpoint folder per group, no loggers in a forked worker
+            run = dataclasses.replace(ctx, loggers=[])
+            stage = phase + "_" + "_".join(f"r{r}-lr{lr:g}" for r, lr in group)
+        model = train_lora_adapters(run, target, tokenizer, data, specs, steps, stage)
+        return {pair: model.pack(i, dtype) for i, pair in enumerate(group)}
+
+    if len(groups) == 1:
+        return train_group(groups[0])
+    return {pair: factors for done in map_forked(train_group, groups, len(groups)) for pair, factors in done.items()}
 
 
 def _batched_lora_ok(ctx: RunContext, target: torch.nn.Module) -> bool:
