@@ -54,6 +54,34 @@ class OnSplit:
         return self.task.router_prompts(self.split_name if split == "test" else split)
 
 
+@dataclass(frozen=True)
+class Worded:
+    """``task`` asked in another wording (``template``, ``paraphrase`` or ``content``, for the tasks that have a
+    ``worded`` method): its ``test`` split is ``task.worded("test", wording)``, so any scorer or router that
+    evaluates on "test" measures that wording."""
+
+    task: SkillTask
+    wording: str
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def split(self, name: str) -> list[SkillExample]:
+        return self.task.worded(name, self.wording)  # type: ignore[attr-defined]
+
+    def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
+        return self.task.score(outputs, examples)
+
+    def router_prompts(self, split: str) -> list[str]:
+        return self.task.router_prompts(split)
+
+
+def wordings(task: SkillTask) -> tuple[str, ...]:
+    """The wordings ``task`` can be asked in: all three for word-order skills, its template otherwise."""
+    return ("template", "paraphrase", "content") if hasattr(task, "worded") else ("template",)
+
+
 def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 

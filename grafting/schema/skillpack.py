@@ -28,6 +28,7 @@ class SkillTask(Node):
     mode: Literal[MODES] = None
     n_words: Pos = None
     vocab_size: Annotated[int, Field(ge=2)] = None
+    pool: Count | None = None  # one of grafting.data.words.N_POOLS disjoint word pools; null: WORDS
     # both
     test_size: Pos = None
     val_size: Pos | None = None

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,10 +21,10 @@ import torch
 from omegaconf import OmegaConf
 
 from grafting import surgery
-from grafting.data.skill_example import OnSplit, mean
+from grafting.data.skill_example import OnSplit, Worded, mean, wordings
 from grafting.data.skill_tasks import SkillTask
 from grafting.errors import ConfigError
-from grafting.evaluation.skill_eval import evaluate_routed, evaluate_skill, strip_outputs
+from grafting.evaluation.skill_eval import eval_examples, evaluate_routed, evaluate_skill, strip_outputs
 from grafting.evaluation.suite import eval_device
 from grafting.models.loading import load_model
 from grafting.run_context import RunContext
@@ -39,7 +40,7 @@ from grafting.skillpack.report import (
     storage_markdown,
     storage_row,
 )
-from grafting.skillpack.routers import build_router
+from grafting.skillpack.routers import build_router, routed_generate
 from grafting.stages.skill_learning import Distilled, learn_skill, skill_delta, train_target
 from grafting.stages.skillpack_budgets import budget_curves
 from grafting.stages.skillpack_common import (
@@ -123,6 +124,7 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
     table: dict[str, dict[str, float]] = {"base (no pack)": {n: base[n] for n in names}}
     table["own pack (oracle)"] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=packs[n],
                                                     fingerprint=fingerprint, **ev)["score"] for n in names}
+    served: dict[str, dict[str, Any]] = {"base (no pack)": dict.fromkeys(names), "own pack (oracle)": dict(packs)}
     deltas = [packs[n].decompress() for n in names]
     val = {n: OnSplit(tasks[n], "val") for n in names}
     val_ev = {**ev, "n_points": int(ctx.cfg.skill.n_val)}
@@ -137,14 +139,17 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
         best_val, point, merged = max(trials, key=lambda t: t[0])
         chosen[merger] = {"params": point, "val_score": best_val, "grid": [(t[1], t[0]) for t in trials]}
         table[merger] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=merged, **ev)["score"] for n in names}
+        served[merger] = dict.fromkeys(names, merged)
     # EMR: one shared delta, a mask and a scale per task, applied by task id (nothing to choose)
-    emr = dict(zip(names, emr_task_deltas(deltas), strict=True))
-    table["emr (task id)"] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=dense_pack(emr[n]), **ev)["score"]
+    emr = {n: dense_pack(d) for n, d in zip(names, emr_task_deltas(deltas), strict=True)}
+    table["emr (task id)"] = {n: evaluate_skill(target, tokenizer, tasks[n], packs=emr[n], **ev)["score"]
                               for n in names}
+    served["emr (task id)"] = emr
     rc = sp.fusion.router
     prompts = router_prompts({n: tasks[n] for n in names}, rc)
     overwrite = bool(ctx.cfg.get("overwrite", False))
     info: dict[str, Any] = {"routers": {}, "mergers_chosen_on_val": chosen}
+    routers = {}
     for kind in router_names(sp):
         router = build_router(kind, names, **plain(rc))
         fit = router.fit(target, tokenizer, packs, prompts, seed=int(ctx.cfg.seed), fingerprint=fingerprint)
@@ -161,10 +166,63 @@ def fusion(ctx: RunContext, target, tokenizer, tasks: Mapping[str, SkillTask], p
             "train": fit, "test_accuracy": {n: r["routed_to_own"] for n, r in routed.items()},
             **({"temperature_chosen_on_val": temperature} if temperature else {}),
             "paraphrase_accuracy": {n: mean([float(c == n) for c in paraphrased[n]]) for n in names}}
+        routers[kind] = router
     first = info["routers"][router_names(sp)[0]]  # the keys of runs made before there were several routers
     info.update(router_train=first["train"], router_test_accuracy=first["test_accuracy"],
                 router_paraphrase_accuracy=first["paraphrase_accuracy"])
+    info["by_wording"] = other_wordings(target, tokenizer, tasks, packs, served, routers, ev, fingerprint)
+    info["mixed_stream"] = mixed_stream(target, tokenizer, tasks, packs, routers, table["own pack (oracle)"], ev,
+                                        fingerprint, int(ctx.cfg.seed))
     return table, info
+
+
+def other_wordings(target, tokenizer, tasks: Mapping[str, SkillTask], packs: Mapping[str, SkillPack],
+                   served: Mapping[str, Mapping[str, Any]], routers: Mapping[str, Any], ev: Mapping[str, int],
+                   fingerprint: str) -> dict[str, dict[str, Any]]:
+    """Every row of the fusion table again with the test problems asked as a paraphrase and as content alone.
+
+    Only when every task has those wordings (:func:`grafting.data.skill_example.wordings`). Per wording:
+    ``scores`` (row -> task -> score, the rows of ``served`` and one per router) and ``routed_to_own``
+    (router -> task -> share of prompts whose largest weight is on the task's own pack).
+    """
+    names = list(packs)
+    common = [w for w in ("paraphrase", "content") if all(w in wordings(tasks[n]) for n in names)]
+    out: dict[str, dict[str, Any]] = {}
+    for wording in common:
+        asked = {n: Worded(tasks[n], wording) for n in names}
+        scores = {row: {n: evaluate_skill(target, tokenizer, asked[n], packs=by_task[n], fingerprint=fingerprint,
+                                          **ev)["score"] for n in names} for row, by_task in served.items()}
+        own: dict[str, dict[str, float]] = {}
+        for kind, router in routers.items():
+            routed = {n: evaluate_routed(target, tokenizer, asked[n], router, packs, fingerprint=fingerprint, **ev)
+                      for n in names}
+            scores[f"router: {kind}"] = {n: r["score"] for n, r in routed.items()}
+            own[kind] = {n: r["routed_to_own"] for n, r in routed.items()}
+        out[wording] = {"scores": scores, "routed_to_own": own}
+        log.info("fusion, %s prompts: routed to own %s", wording, own)
+    return out
+
+
+def mixed_stream(target, tokenizer, tasks: Mapping[str, SkillTask], packs: Mapping[str, SkillPack],
+                 routers: Mapping[str, Any], own: Mapping[str, float], ev: Mapping[str, int], fingerprint: str,
+                 seed: int) -> dict[str, Any]:
+    """Every task's test prompts (each task's own wording) shuffled into one stream that each router serves at
+    once, as a deployed model would; the score per task, against its own pack's (``own``: ``kept``)."""
+    names = list(packs)
+    items = [(n, ex) for n in names for ex in eval_examples(tasks[n], ev["n_points"])]
+    random.Random(seed).shuffle(items)
+    out: dict[str, Any] = {"n_prompts": len(items), "tasks": names, "own_pack": dict(own), "routers": {}}
+    for kind, router in routers.items():
+        outputs, chosen = routed_generate(target, tokenizer, router, packs, [ex.prompt for _, ex in items],
+                                          ev["max_new_tokens"], ev["batch_size"], fingerprint=fingerprint)
+        per_task = {}
+        for n in names:
+            idx = [i for i, (m, _) in enumerate(items) if m == n]
+            score = tasks[n].score([outputs[i] for i in idx], [items[i][1] for i in idx])["score"]
+            per_task[n] = {"score": score, "routed_to_own": mean([float(chosen[i] == n) for i in idx]),
+                           "kept": score / own[n] if own[n] > 0 else float("nan")}
+        out["routers"][kind] = per_task
+    return out
 
 
 def run(cfg) -> dict[str, Any]:
@@ -223,6 +281,12 @@ def run(cfg) -> dict[str, Any]:
             for kind, r in info["routers"].items():
                 markdown += (f"\nrouter {kind}: share routed to the task's own pack on test {r['test_accuracy']}, on "
                              f"held-out paraphrased instructions (shared 'Answer:' cue) {r['paraphrase_accuracy']}\n")
+            for wording, res in info["by_wording"].items():
+                markdown += "\n" + score_table(res["scores"], names, f"Fusion, test problems asked as {wording}")
+                markdown += f"routed to own pack ({wording}): {res['routed_to_own']}\n"
+            markdown += "\nmixed stream of all tasks' test prompts, score kept vs own pack: " + "; ".join(
+                f"{kind}: " + ", ".join(f"{n} {r['kept']:.3f}" for n, r in per.items())
+                for kind, per in info["mixed_stream"]["routers"].items()) + "\n"
             markdown += "merger settings chosen on validation: " + ", ".join(
                 f"{m}: {c['params']}" for m, c in info["mergers_chosen_on_val"].items()) + "\n"
         if model_fingerprint(target) != fingerprint:  # packs must never leave a trace on the base
