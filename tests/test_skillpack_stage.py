@@ -82,6 +82,27 @@ def test_skillpack_stage_smoke(tmp_path, capsys):
     assert "| emr (task id) | — | — |" in table and "| base (no pack) |" in table
 
 
+@pytest.mark.slow  # five skills' stage at smoke size (about 40 s)
+def test_skillpack_content_smoke(tmp_path):
+    """experiment=skillpack_content: every fusion row in the paraphrase and content-only wordings, and the
+    mixed stream, whose per-prompt routing is the same as routing each task's prompts on their own."""
+    run_dir = run_job(["experiment=skillpack_content", "debug=smoke", "skill.fuse=[copy_p,rotate_p]",
+                       "skillpack.router=[learned,arrow]"], tmp_path)
+    results = json.loads((run_dir / "results.json").read_text())
+    fusion, names = results["fusion"], ["reverse_p", "copy_p", "rotate_p"]
+    assert set(fusion["by_wording"]) == {"paraphrase", "content"}
+    for res in fusion["by_wording"].values():
+        assert set(res["scores"]) == set(fusion["scores"]) - {"full fine-tune (one model per task)"}
+        assert all(set(row) == set(names) for row in res["scores"].values())
+        assert set(res["routed_to_own"]) == {"learned", "arrow"}
+    mixed = fusion["mixed_stream"]
+    assert mixed["n_prompts"] == 3 * int(compose_config(["experiment=skillpack_content", "debug=smoke"],
+                                                        tmp_path).skill.n_test)
+    for kind, per_task in mixed["routers"].items():
+        assert {n: r["routed_to_own"] for n, r in per_task.items()} == fusion["routers"][kind]["test_accuracy"]
+    assert "asked as content" in (run_dir / "results.md").read_text()
+
+
 @pytest.mark.parametrize("override,key", [
     ("skillpack.methods.graftllm.attention.method=nope", "skillpack.methods.graftllm"),
     ("skillpack.methods.svd.mlp.rank=-1", "skillpack.methods.svd"),
