@@ -101,6 +101,16 @@ def test_skillpack_content_smoke(tmp_path):
     for kind, per_task in mixed["routers"].items():
         assert {n: r["routed_to_own"] for n, r in per_task.items()} == fusion["routers"][kind]["test_accuracy"]
     assert "asked as content" in (run_dir / "results.md").read_text()
+    # docs/skillpacks/make_content.py builds the page's tables from what the run saved
+    sys.path.insert(0, str(ROOT / "docs" / "skillpacks"))
+    try:
+        import make_content
+    finally:
+        sys.path.pop(0)
+    table = make_content.markdown(make_content.load_runs(tmp_path), tmp_path)
+    for wording in ("template", "paraphrase", "content"):
+        assert f"**Asked as {wording}.**" in table
+    assert table.count("| router: ") == 3 * 2 and "| arrow | " in table and "One mixed stream" in table
 
 
 @pytest.mark.parametrize("override,key", [
