@@ -183,6 +183,8 @@ def choices(jobs: list[Job], methods: dict[str, str] = METHODS, cell_of=host,
         means = {m: scores[m][0] for m in ran if not math.isnan(scores[m][0])}
         top = [m for m in means if means[m] == max(means.values())]
         best = " ".join(f"`{m}`" for m in top) + (" (a tie)" if len(top) > 1 else "") if top else "n/a"
+        if len(ran) == 1:  # nothing to choose between: say so rather than name a "pick"
+            best = f"no choice (only `{ran[0]}` ran)"
         lines.append(f"| {labels[h]} | {len(common)} | " + " | ".join(format_interval(scores[m]) for m in grafts)
                      + f" | {best} |")
     return lines

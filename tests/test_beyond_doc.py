@@ -65,7 +65,9 @@ def test_the_2x2_summary_and_the_validation_choice():
     assert "shared init, same (`tiny-host`)" in lines[0] and "independent init, 1.5x (`tiny-host-m`)" in lines[0]
     paper = next(r for r in lines if r.startswith("| `paper`"))
     assert paper.endswith("not run |") and "vanilla block 0.100" in paper
-    assert all(r.endswith("`procrustes_init` |") for r in make_beyond.choices(jobs)[2:])
+    shared, wider = make_beyond.choices(jobs)[2:]
+    assert shared.endswith("| `procrustes_init` |")
+    assert wider.endswith("| no choice (only `procrustes_init` ran) |")  # the paper's method did not run there
     row = next(r for r in make_beyond.cell_table(jobs) if "| Grafted |" in r)
     assert "| shown |" in row  # 0.8 of 300 items in 3 seeds lies above 0.1
 
@@ -97,3 +99,13 @@ def test_methods_are_compared_on_the_seeds_they_all_ran():
     jobs += [_skill_job("tiny-host", "distill", s, facts, val=0.6 if s < 2 else 0.0) for s in range(6)]
     row = make_beyond.choices(jobs)[2]
     assert row.startswith("| `tiny-host` | 2 |") and row.endswith("| `distill` |")
+
+
+def test_a_cell_with_one_method_names_no_pick():
+    facts = {"Tuned": 1.0, "Grafted": 0.2, "VanillaGraft": 0.1, "IdentityGraft": 0.1, "Vanilla": 0.0, "Host": 0.0}
+    jobs = [_skill_job("tiny-host", v, s, facts, val={"paper": 0.4, "distill": 0.3}[v]) for v in ("paper", "distill")
+            for s in range(2)]
+    jobs += [_skill_job("tiny-host-l", "distill", 0, facts, val=0.6)]
+    rows = make_beyond.choices(jobs)[2:]
+    assert rows[0].endswith("| `paper` |")
+    assert rows[1].endswith("| no choice (only `distill` ran) |")
