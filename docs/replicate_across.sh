@@ -37,11 +37,9 @@ part_headline() {  # the headline cells to 10 seeds
     "+variant=$best_any_neox_llama" seed=5,6,7,8,9
 }
 
-part_init() {  # the closed forms (2 seeds) and the own method (5 seeds) in the independent-init cells
+part_init() {  # the closed forms and the own method in the independent-init cells (the rest: replicate_beyond.sh)
   run across/indep experiment=across_tiny host=tiny-host-indep,tiny-host-m \
     +variant=procrustes,lstsq,procrustes_distill seed=0,1
-  run across/indep-seeds experiment=across_tiny host=tiny-host-indep,tiny-host-m +variant=procrustes_distill \
-    seed=2,3,4
 }
 
 runs_of() {  # runs_of <sweep folder> <seed> <method ...>: those finished jobs, as a Hydra list
