@@ -175,3 +175,33 @@ def test_a_saved_learned_router_loads_as_the_same_router(setup, tokenizer, tmp_p
     assert loaded.fingerprint == fp and loaded.names == learned.names
     torch.testing.assert_close(loaded.logits(model, tokenizer, HELD_OUT), learned.logits(model, tokenizer, HELD_OUT),
                                rtol=0, atol=0)
+
+
+POOLS = {"a": ["file", "list", "value", "object", "class"], "b": ["module", "error", "name", "type", "data"]}
+
+
+def _pool_prompts(pack: str, frame: str, start: int, n: int) -> list[str]:
+    words = POOLS[pack]
+    return [frame.format(words=f"{words[i % 5]} {words[(i + 1) % 5]} {words[(i + 3) % 5]}") for i in range(start, start + n)]
+
+
+def test_token_vote_routes_content_only_prompts_by_their_words(tokenizer):
+    model = tiny_model("gpt_neox")
+    # both packs train on the same template: only the words tell them apart
+    train = {p: _pool_prompts(p, "Do it: {words}\nDone:", 0, 3) for p in POOLS}
+    router = build_router("tokens", list(POOLS), layer=0, token_temperature=0.05)
+    assert router.fit(model, tokenizer, {}, train)["accuracy"] == 1.0
+    held_out = _pool_prompts("a", "{words}\nAnswer:", 3, 2) + _pool_prompts("b", "{words}\nAnswer:", 3, 2)
+    assert router.choose(model, tokenizer, held_out) == ["a", "a", "b", "b"]
+    # the votes equal a direct computation over the input embeddings
+    emb = model.get_input_embeddings().weight.detach().float()
+
+    def unit(ids: list[int]) -> torch.Tensor:
+        return torch.nn.functional.normalize(emb[ids], dim=-1)
+
+    protos = [torch.unique(unit([t for s in train[p] for t in tokenizer(s)["input_ids"]]), dim=0) for p in POOLS]
+    tokens = unit(tokenizer(held_out[0])["input_ids"])
+    sims = torch.stack([(tokens @ p.T).max(-1).values for p in protos], dim=-1)
+    torch.testing.assert_close(router.votes(model, tokenizer, held_out[:1])[0], torch.softmax(torch.logsumexp(sims / 0.05, 0), -1))
+    # a prompt of tokens both packs' prompts hold (the template alone) votes flat
+    torch.testing.assert_close(router.votes(model, tokenizer, ["Do it:\nDone:"])[0], torch.tensor([0.5, 0.5]))

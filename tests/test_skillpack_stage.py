@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_skillpack_stage_smoke(tmp_path, capsys):
     run_dir = run_job(["stage=skillpack", "debug=smoke", "skill.fuse=[copy]", "skillpack.budget.fractions=[0.02,0.05]",
                        "skillpack.budget.bitdelta_steps=5", "skillpack.lora.lrs=[1e-3,1e-2]", "skill.n_val=8",
-                       "skillpack.router=[learned,centroid,arrow,gate]"], tmp_path)
+                       "skillpack.router=[learned,centroid,arrow,gate,tokens]"], tmp_path)
     stdout = capsys.readouterr().out
     assert "Storage vs quality" in stdout and "router: arrow" in stdout
     results = json.loads((run_dir / "results.json").read_text())
@@ -38,7 +38,7 @@ def test_skillpack_stage_smoke(tmp_path, capsys):
                          ("copy", "graftllm")]:
         manifest = json.loads((run_dir / "packs" / task / method / "manifest.json").read_text())
         assert manifest["base_fingerprint"] == fingerprint and manifest["metadata"]["task"] == task
-    for kind in ("learned", "centroid", "arrow", "gate"):  # every router runs from the config, each with its row
+    for kind in ("learned", "centroid", "arrow", "gate", "tokens"):  # every router runs from the config, each its row
         assert set(results["fusion"]["scores"][f"router: {kind}"]) == {"modadd", "copy"}
         assert set(results["fusion"]["routers"][kind]["paraphrase_accuracy"]) == {"modadd", "copy"}
     assert results["fusion"]["routers"]["arrow"]["train"]["modules"] > 0  # prototypes from the packs alone

@@ -181,6 +181,8 @@ class Router(Node):
     temperature: _grid(Annotated[float, Field(gt=0)]) = None  # gate; a list: chosen on validation
     top_k: Pos = None  # gate
     rank: Pos = None  # arrow
+    layer: Count = None  # tokens: the hidden state its token votes compare (0: input embeddings)
+    token_temperature: Annotated[float, Field(gt=0)] = None  # tokens: softmax temperature of each token's vote
     paraphrases: bool = None  # also train on the training paraphrases
 
 

@@ -8,6 +8,8 @@
   project onto most (Ostapenko et al., 2024, per prompt rather than per token); top-1.
 - ``gate``: the learned router's softmax, sharpened by a temperature and kept to its top-k packs: the
   packs are *mixed* per prompt, not picked.
+- ``tokens``: every token of a prompt votes for the pack whose training prompts hold its nearest token
+  (input embeddings by default: a bag-of-words match); shared tokens vote flat; top-1, no gradient step.
 
 ``grafting.names.ROUTERS`` lists this folder without importing torch.
 """
