@@ -28,7 +28,7 @@ def token_states(model: nn.Module, tokenizer, prompts: Sequence[str], layer: int
     """Per prompt, ``(tokens, hidden)`` float32 unit vectors: hidden state ``layer`` of each real token."""
     device = next(model.parameters()).device
     out: list[Tensor] = []
-    with eval_mode(model), padding_side(tokenizer, "right"):
+    with eval_mode(model), padding_side(tokenizer, "right"), torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
             hidden = model(**enc, output_hidden_states=True, use_cache=False).hidden_states[layer].float()
