@@ -81,11 +81,17 @@ class Job:
 
 def load_jobs(runs: Path) -> list[Job]:
     """Every finished job under ``runs/<experiment>/``."""
-    jobs = []
+    jobs, seen = [], {}
     for job_dir, results in finished_jobs(runs):
         experiment = job_dir.relative_to(runs).parts[0]
         setting = " ".join(sorted(f"{k}={v}" for k, v in job_overrides(job_dir).items() if k != "experiment"))
-        jobs.append(Job(experiment, setting, int(results["config"]["seed"]), results))
+        seed = int(results["config"]["seed"])
+        # the same job in two sweep folders would count its seed twice
+        key = (experiment, setting, seed, results["config"]["host"]["name"])
+        if key in seen:
+            raise SystemExit(f"the same job twice: {seen[key]} and {job_dir}; move one out of {runs}")
+        seen[key] = job_dir
+        jobs.append(Job(experiment, setting, seed, results))
     return jobs
 
 

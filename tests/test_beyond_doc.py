@@ -109,3 +109,18 @@ def test_a_cell_with_one_method_names_no_pick():
     rows = make_beyond.choices(jobs)[2:]
     assert rows[0].endswith("| `paper` |")
     assert rows[1].endswith("| no choice (only `distill` ran) |")
+
+
+def test_a_job_found_in_two_sweep_folders_is_refused(tmp_path):
+    import json
+
+    for folder in ("tiny-host-m", "tiny-host-m-s1"):  # a seed re-run in its own folder, then in the full sweep
+        job = tmp_path / "skill_2x2" / folder / "0"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text("- seed=1\n- host=tiny-host-m\n- +variant=paper\n")
+        (job / "results.json").write_text(json.dumps({"config": {"seed": 1, "host": {"name": "tiny-host-m"}}}))
+    with pytest.raises(SystemExit, match="the same job twice"):
+        make_results.load_jobs(tmp_path)
+    (tmp_path / "skill_2x2" / "tiny-host-m-s1" / "0" / ".hydra" / "overrides.yaml").write_text(
+        "- seed=1\n- host=tiny-host-m\n- +variant=distill\n")
+    assert len(make_results.load_jobs(tmp_path)) == 2  # another method: two jobs
