@@ -107,10 +107,11 @@ def test_skillpack_content_smoke(tmp_path):
         import make_content
     finally:
         sys.path.pop(0)
-    table = make_content.markdown(make_content.load_runs(tmp_path), tmp_path)
+    table = make_content.markdown(make_content.load_runs(tmp_path), tmp_path, tmp_path / "routing.png")
     for wording in ("template", "paraphrase", "content"):
         assert f"**Asked as {wording}.**" in table
     assert table.count("| router: ") == 3 * 2 and "| arrow | " in table and "One mixed stream" in table
+    assert (tmp_path / "routing.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("override,key", [

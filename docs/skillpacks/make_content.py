@@ -12,7 +12,9 @@ replaces the block between ``<!-- content:start -->`` / ``<!-- content:end -->``
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from grafting.metrics.stats import INTERVAL_METHOD, format_interval, seed_item_interval
@@ -80,7 +82,23 @@ def mixed_table(runs: list[dict], tasks: list[str], n: int) -> list[str]:
     return lines + [""]
 
 
-def markdown(runs: list[dict], folder: Path) -> str:
+def figure(runs: list[dict], path: Path) -> Path:
+    """Own-pack routing per router and wording, pooled over the skills (seeds and items in the interval)."""
+    spec = importlib.util.spec_from_file_location("results_page", HERE.parent / "make_results.py")
+    page = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(page)  # docs/make_results.py: the project's grouped bars with interval whiskers
+    cfg = runs[0]["config"]
+    tasks = [cfg["skill"]["task"], *cfg["skill"]["fuse"]]
+    n = int(cfg["skill"]["n_test"]) * len(tasks)
+    groups = {}
+    for wording in WORDINGS:
+        views = [wording_view(r, wording)[1] for r in runs]
+        groups[wording] = {kind: seed_item_interval([sum(v[kind][t] for t in tasks) / len(tasks) for v in views], n,
+                                                    proportion=True) for kind in views[0]}
+    return page.bar_figure(path, groups, "routed to its own pack", "Own-pack routing, five skills pooled, by wording")
+
+
+def markdown(runs: list[dict], folder: Path, figure_path: Path = HERE / "content_routing.png") -> str:
     cfg = runs[0]["config"]
     tasks = [cfg["skill"]["task"], *cfg["skill"]["fuse"]]
     n = int(cfg["skill"]["n_test"])
@@ -91,7 +109,8 @@ def markdown(runs: list[dict], folder: Path) -> str:
              "core)._", "",
              f"Cells: mean [95% interval: {INTERVAL_METHOD}; {n} test prompts per task]. \"Routed to own\": the share "
              "of prompts whose largest router weight is on the task's own pack. \"(kept)\": the mixed-stream score "
-             "as a share of the own pack's (oracle) score, summed over seeds.", ""]
+             "as a share of the own pack's (oracle) score, summed over seeds.", "",
+             f"![Own-pack routing by wording]({figure(runs, figure_path).name})", ""]
     for wording in WORDINGS:
         lines += wording_table(runs, wording, tasks, n)
     lines += mixed_table(runs, tasks, n)
