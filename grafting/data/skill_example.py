@@ -33,48 +33,49 @@ class SkillTask(Protocol):
 
 
 @dataclass(frozen=True)
-class OnSplit:
-    """``task`` seen through another split: its ``test`` split is ``task.split(split)`` (e.g. ``val``),
-    so any scorer that evaluates on "test" can make a choice on validation instead."""
+class TaskView:
+    """``task`` with its ``test`` split replaced (subclasses say by what): any scorer or router that evaluates
+    on "test" then measures the replacement. Name, scoring and router prompts are the task's own."""
 
     task: SkillTask
-    split_name: str
 
     @property
     def name(self) -> str:
         return self.task.name
 
     def split(self, name: str) -> list[SkillExample]:
-        return self.task.split(self.split_name if name == "test" else name)
-
-    def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
-        return self.task.score(outputs, examples)
-
-    def router_prompts(self, split: str) -> list[str]:
-        return self.task.router_prompts(self.split_name if split == "test" else split)
-
-
-@dataclass(frozen=True)
-class Worded:
-    """``task`` asked in another wording (``template``, ``paraphrase`` or ``content``, for the tasks that have a
-    ``worded`` method): its ``test`` split is ``task.worded("test", wording)``, so any scorer or router that
-    evaluates on "test" measures that wording."""
-
-    task: SkillTask
-    wording: str
-
-    @property
-    def name(self) -> str:
-        return self.task.name
-
-    def split(self, name: str) -> list[SkillExample]:
-        return self.task.worded(name, self.wording)  # type: ignore[attr-defined]
+        raise NotImplementedError
 
     def score(self, outputs: Sequence[str], examples: Sequence[SkillExample]) -> dict[str, float]:
         return self.task.score(outputs, examples)
 
     def router_prompts(self, split: str) -> list[str]:
         return self.task.router_prompts(split)
+
+
+@dataclass(frozen=True)
+class OnSplit(TaskView):
+    """``task`` seen through another split: its ``test`` split is ``task.split(split)`` (e.g. ``val``),
+    so any scorer that evaluates on "test" can make a choice on validation instead."""
+
+    split_name: str
+
+    def split(self, name: str) -> list[SkillExample]:
+        return self.task.split(self.split_name if name == "test" else name)
+
+    def router_prompts(self, split: str) -> list[str]:
+        return self.task.router_prompts(self.split_name if split == "test" else split)
+
+
+@dataclass(frozen=True)
+class Worded(TaskView):
+    """``task`` asked in another wording (``template``, ``paraphrase`` or ``content``, for the tasks that have a
+    ``worded`` method): its ``test`` split is ``task.worded("test", wording)``."""
+
+    wording: str
+
+    def split(self, name: str) -> list[SkillExample]:
+        return self.task.worded(name, self.wording)  # type: ignore[attr-defined]
 
 
 def wordings(task: SkillTask) -> tuple[str, ...]:
