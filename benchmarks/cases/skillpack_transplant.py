@@ -41,14 +41,19 @@ def _arch(quick: bool, family: str) -> dict:
                 tie_word_embeddings=True)  # the transplant pair's shape
 
 
-def _lora(s: Settings) -> Measurement:
-    model = build_random(_arch(s.quick, "gpt_neox"), 0).to(s.device)
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, 4096, (32, 16), generator=gen).to(s.device)
+def _lora_setup(s: Settings, device: torch.device) -> tuple[torch.nn.Module, dict, list[str]]:
+    """The SkillPack target's shape, one SFT batch (a 12-token prompt, a 4-token answer: the budget job's
+    shape) and the LoRA target modules."""
+    model = build_random(_arch(s.quick, "gpt_neox"), 0).to(device)
+    ids = torch.randint(0, 4096, (32, 16), generator=torch.Generator().manual_seed(0)).to(device)
     labels = ids.clone()
-    labels[:, :12] = -100  # a 12-token prompt, a 4-token answer: the budget job's shape
+    labels[:, :12] = -100
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-    targets = surgery.architecture(model).lora_targets
+    return model, batch, surgery.architecture(model).lora_targets
+
+
+def _lora(s: Settings) -> Measurement:
+    model, batch, targets = _lora_setup(s, s.device)
     multi = MultiLoraModel(model, targets, [AdapterSpec(r, 2 * r, 3e-3) for r in RANKS],
                            lambda: torch.manual_seed(0)).to(s.device)
     opt = torch.optim.AdamW(multi.param_groups(), weight_decay=0.0)
@@ -77,13 +82,7 @@ def _lora_side_by_side(s: Settings) -> list[Measurement]:
     """The budget pass (3 adapters) and the learning-rate pass (2): side by side against one pass on every
     thread, with one pass on one thread (the layout before) beside them. Training loops only (the fork and
     the model copies take well under a second, against minutes for a real pass of 1500 steps)."""
-    model = build_random(_arch(s.quick, "gpt_neox"), 0)
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, 4096, (32, 16), generator=gen)
-    labels = ids.clone()
-    labels[:, :12] = -100
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-    targets = surgery.architecture(model).lora_targets
+    model, batch, targets = _lora_setup(s, torch.device("cpu"))  # forked workers: a CPU layout
     steps, budget = 3 if s.quick else 100, torch.get_num_threads()
 
     def train(group: tuple[int, ...]) -> float:
