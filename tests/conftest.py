@@ -100,6 +100,29 @@ def run_job(overrides: list[str], tmp_path: Path, config_name: str = "train") ->
     return tmp_path / "run"
 
 
+def source_copy(tmp_path: Path) -> Path:
+    """A copy of the project's sources (package, conf, entry points, this conftest) under ``tmp_path``.
+
+    For tests that drop a plugin file into the package: they write into the copy, so no other test running
+    beside them (``pytest -n``) sees a file appear or vanish in the real tree. The bulky assets are linked."""
+    import shutil
+
+    root, dest = Path(__file__).resolve().parents[1], tmp_path / "src"
+    shutil.copytree(root / "grafting", dest / "grafting", ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    (dest / "grafting" / "assets").symlink_to(root / "grafting" / "assets")
+    shutil.copytree(root / "conf", dest / "conf")
+    (dest / "tests").mkdir()
+    for name in ("train.py", "evaluate.py", "tests/conftest.py"):
+        shutil.copy2(root / name, dest / name)
+    return dest
+
+
+def in_copy_env(copy: Path) -> dict[str, str]:
+    """The environment that makes a subprocess import ``grafting`` from ``copy`` (before the installed one)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(copy), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+                WANDB_MODE="disabled")
+
+
 def run_in_terminal(cmd: list[str], env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
     """Run ``cmd`` with stdout and stderr on a pseudo-terminal (isatty() is True); return (rc, output)."""
     import fcntl

@@ -3,7 +3,6 @@ a new one with no other edit."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,18 +47,16 @@ def test_a_new_method_is_one_file_and_runs_from_the_cli(tmp_path):
     """A toy method dropped into the folder: `python train.py align.method=toy` runs it, nothing else edited.
 
     A fresh process on purpose: the method list must come from the folder as it is when the command starts."""
+    from conftest import in_copy_env, source_copy
     from test_cli import _results
 
-    toy = METHODS_DIR / "toy.py"
-    assert not toy.exists()
+    copy = source_copy(tmp_path / "code")  # the toy file goes into a copy: tests beside this one never see it
+    toy = copy / METHODS_DIR.relative_to(METHODS_DIR.parents[2]) / "toy.py"
+    assert toy.parent.is_dir() and not toy.exists()
     toy.write_text(TOY)
-    try:
-        cmd = [sys.executable, "train.py", f"paths.log_dir={tmp_path}", "debug=smoke", "align.method=toy",
-               "finetune.steps=2", "align.steps=2"]
-        proc = subprocess.run(cmd, cwd=METHODS_DIR.parents[2], env=dict(os.environ, WANDB_MODE="disabled"),
-                              capture_output=True, text=True, timeout=600)
-    finally:
-        toy.unlink()
+    cmd = [sys.executable, "train.py", f"paths.log_dir={tmp_path}", "debug=smoke", "align.method=toy",
+           "finetune.steps=2", "align.steps=2"]
+    proc = subprocess.run(cmd, cwd=copy, env=in_copy_env(copy), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = _results(tmp_path)["align"]["toy"]
     assert history["scaled_by"] == pytest.approx(1.001) and "VanillaGraft" in history["controls"]

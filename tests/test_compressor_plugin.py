@@ -28,6 +28,8 @@ class ToyHalf(Compressor):
 '''
 CHECK = '''
 import torch
+import grafting
+assert grafting.__file__.startswith({copy!r}), grafting.__file__  # the copy with the toy file, not the tree
 from conftest import compose_config
 from pathlib import Path
 from grafting.schema import validate_config
@@ -44,14 +46,15 @@ print("toy_half ok")
 
 @pytest.mark.e2e
 def test_a_new_compressor_is_one_file(tmp_path):
-    toy = FOLDER / "toy_half.py"
-    assert not toy.exists()
+    """The toy file goes into a copy of the sources, so tests running beside this one never see it."""
+    from conftest import in_copy_env, source_copy
+
+    copy = source_copy(tmp_path)
+    toy = copy / FOLDER.relative_to(FOLDER.parents[2]) / "toy_half.py"
+    assert toy.parent.is_dir() and not toy.exists()
     toy.write_text(TOY)
-    try:
-        proc = subprocess.run([sys.executable, "-c", CHECK.format(tmp=str(tmp_path))], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=300)
-    finally:
-        toy.unlink()
+    proc = subprocess.run([sys.executable, "-c", CHECK.format(tmp=str(tmp_path), copy=str(copy))], cwd=copy / "tests",
+                          env=in_copy_env(copy), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "toy_half ok" in proc.stdout
 
