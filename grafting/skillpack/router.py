@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import safetensors.torch
@@ -30,16 +30,24 @@ MANIFEST = "router.json"
 
 
 @torch.no_grad()
-def prompt_features(model: nn.Module, tokenizer, prompts: Sequence[str], batch_size: int = 64) -> Tensor:
-    """(N, hidden) float32: the last hidden state mean-pooled over each prompt's real tokens."""
+def hidden_batches(model: nn.Module, tokenizer, prompts: Sequence[str], layer: int = -1,
+                   batch_size: int = 64) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(hidden, mask)`` per batch of prompts, right-padded: hidden state ``layer`` (float32, 0 = the input
+    embeddings) and the boolean mask of each prompt's real tokens. What the routers read of a prompt."""
     device = next(model.parameters()).device
-    rows = []
     with eval_mode(model), padding_side(tokenizer, "right"):
         for start in range(0, len(prompts), batch_size):
             enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
-            hidden = model(**enc, output_hidden_states=True, use_cache=False).hidden_states[-1].float()
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            rows.append(((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)).cpu())
+            hidden = model(**enc, output_hidden_states=True, use_cache=False).hidden_states[layer].float()
+            yield hidden, enc["attention_mask"].bool()
+
+
+def prompt_features(model: nn.Module, tokenizer, prompts: Sequence[str], batch_size: int = 64) -> Tensor:
+    """(N, hidden) float32: the last hidden state mean-pooled over each prompt's real tokens."""
+    rows = []
+    for hidden, mask in hidden_batches(model, tokenizer, prompts, -1, batch_size):
+        weights = mask.unsqueeze(-1).float()
+        rows.append(((hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)).cpu())
     return torch.cat(rows) if rows else torch.zeros(0, 0)
 
 

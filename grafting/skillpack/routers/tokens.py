@@ -18,23 +18,17 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from grafting.generation import eval_mode, padding_side
 from grafting.skillpack.pack import SkillPack
+from grafting.skillpack.router import hidden_batches
 from grafting.skillpack.routers.base import Router, one_hot, register
 
 
 def token_states(model: nn.Module, tokenizer, prompts: Sequence[str], layer: int,
                  batch_size: int = 64) -> list[Tensor]:
     """Per prompt, ``(tokens, hidden)`` float32 unit vectors: hidden state ``layer`` of each real token."""
-    device = next(model.parameters()).device
-    out: list[Tensor] = []
-    with eval_mode(model), padding_side(tokenizer, "right"), torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
-            hidden = model(**enc, output_hidden_states=True, use_cache=False).hidden_states[layer].float()
-            for row, mask in zip(hidden, enc["attention_mask"].bool(), strict=True):
-                out.append(nn.functional.normalize(row[mask], dim=-1).cpu())
-    return out
+    return [nn.functional.normalize(row[real], dim=-1).cpu()
+            for hidden, mask in hidden_batches(model, tokenizer, prompts, layer, batch_size)
+            for row, real in zip(hidden, mask, strict=True)]
 
 
 @register("tokens")
