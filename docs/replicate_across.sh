@@ -40,6 +40,8 @@ part_headline() {  # the headline cells to 10 seeds
 part_init() {  # the closed forms and the own method in the independent-init cells (the rest: replicate_beyond.sh)
   run across/indep experiment=across_tiny host=tiny-host-indep,tiny-host-m \
     +variant=procrustes,lstsq,procrustes_distill seed=0,1
+  run across/indep-more experiment=across_tiny host=tiny-host-indep,tiny-host-m +variant=procrustes_distill \
+    seed=2,3,4  # the own method, which the status quotes, to 5 seeds
 }
 
 runs_of() {  # runs_of <sweep folder> <seed> <method ...>: those finished jobs, as a Hydra list
