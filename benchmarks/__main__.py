@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.only.replace(",", "")) - set(CASES)
     if unknown:
         parser.error(f"--only: unknown case(s) {sorted(unknown)}; choose from {''.join(CASES)}")
+    previous = args.out / "results.json"
+    if args.quick and previous.is_file() and not json.loads(previous.read_text()).get("quick"):
+        # quick figures mean little: they must not replace the full-size ones a document quotes
+        parser.error(f"--quick would overwrite the full-size figures in {previous}; pass --out DIR for quick runs")
     logging.getLogger("lightning").setLevel(logging.ERROR)  # the Trainer's banners, once per case
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.ERROR)

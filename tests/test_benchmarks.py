@@ -23,3 +23,18 @@ def test_quick_suite_writes_results_and_fast_paths_agree(tmp_path):
     assert all(m["extra"]["saved_ratio"] > 5 for m in rows["f"])
     text = (tmp_path / "RESULTS.md").read_text()
     assert "## (b)" in text and "Machine:" in text
+
+
+def test_quick_run_refuses_to_overwrite_full_size_figures(tmp_path, capsys):
+    full = {"quick": False, "command": "python -m benchmarks", "cases": {}, "measurements": []}
+    (tmp_path / "results.json").write_text(json.dumps(full))
+    (tmp_path / "RESULTS.md").write_text("# full-size figures\n")
+    try:
+        main(["--quick", "--only", "b", "--out", str(tmp_path)])
+    except SystemExit as stop:
+        assert stop.code == 2
+    else:
+        raise AssertionError("a quick run replaced full-size figures")
+    assert "--out" in capsys.readouterr().err
+    assert json.loads((tmp_path / "results.json").read_text()) == full
+    assert (tmp_path / "RESULTS.md").read_text() == "# full-size figures\n"

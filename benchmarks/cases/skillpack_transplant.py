@@ -127,9 +127,15 @@ def _transplant_kl(s: Settings) -> Measurement:
     t_fast = median_time(lambda: shared.kl(target), s.device, s.repeats)
     t_simple = median_time(lambda: mean_kl(reference, target, chunks, 32), s.device, s.repeats)
     difference = abs(shared.kl(target)[0] - mean_kl(reference, target, chunks, 32))
+    # texts per forward: fewer, larger forwards cost less Python per token, until a tensor leaves the heap
+    other_sub_batches = {}
+    for n in (8, 32):
+        other = KLReference.capture(reference, chunks, 32, n)
+        other_sub_batches[f"sub_batch_{n}_s"] = round(median_time(lambda o=other: o.kl(target), s.device, s.repeats), 4)
     return Measurement("l", f"transplant condition's KL, {texts} texts x 64 tokens, 4096 vocabulary",
-                       "target side captured once, fused KL", t_fast, "mean_kl (both models each time)", t_simple,
-                       ratio=ratio(t_simple, t_fast), extra={"abs_kl_difference": difference})
+                       f"target side captured once, fused KL, {shared.sub_batch} texts per forward", t_fast,
+                       "mean_kl (both models each time)", t_simple, ratio=ratio(t_simple, t_fast),
+                       extra={"abs_kl_difference": difference, **other_sub_batches})
 
 
 def run(s: Settings) -> list[Measurement]:
