@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_beyond import by, cell_table, choices, host, summary_table, variant  # noqa: E402
+from make_beyond import by, cell_table, choices, host, knowledge_tables, summary_table, variant  # noqa: E402
 from make_results import DOCS, Job, bar_figure, interval, load_jobs, main  # noqa: E402
 
 from grafting.metrics.stats import INTERVAL_METHOD  # noqa: E402
@@ -38,6 +38,8 @@ METHODS = {**TEXT_ONLY, **TASK_DATA,
            "host_lora": "control: LoRA on the host's block, as many parameters as the translators"}
 # the runs of docs/BEYOND_THE_PAPER.md that are cells of a pair here (experiment=skill_2x2_tiny, its seeds, the 2x host)
 SOURCES = ("across", "skill_2x2", "skill", "skill_l")
+# the stored facts of BEYOND's knowledge table, grafted across a pair (docs/replicate_across.sh knowledge)
+KNOWLEDGE = "across_knowledge"
 
 
 def pair(job: Job) -> tuple[str, str]:
@@ -55,6 +57,11 @@ def labels() -> dict[str, str]:
 def across_jobs(runs: Path) -> list[Job]:
     """The jobs of the pairs above, from the cross-model runs and the BEYOND runs that are cells here."""
     return [j for j in load_jobs(runs) if j.experiment in SOURCES and pair(j) in PAIRS]
+
+
+def knowledge_jobs(runs: Path) -> list[Job]:
+    """Held-out facts across a pair (experiment=beyond_knowledge_tiny with another family's host)."""
+    return [j for j in load_jobs(runs) if j.experiment == KNOWLEDGE and pair(j) in PAIRS]
 
 
 def figure(jobs: list[Job], path: Path = DOCS / "figures" / "across_models.png") -> Path:
@@ -123,6 +130,14 @@ def build(runs: Path) -> str:
         cell = [j for j in jobs if pair_key(j) == key]
         if cell:
             parts += [f"### {label}", "", *cell_table(cell, METHODS), ""]
+    knowledge = knowledge_jobs(runs)
+    for key, label in names.items():
+        cell = [j for j in knowledge if pair_key(j) == key]
+        if cell:
+            parts += [f"### Held-out facts: {label}", "",
+                      "The tuned block stores all 128 facts; the translators see only the 64 training keys; the "
+                      "48 test keys are scored (BEYOND_THE_PAPER.md, \"Knowledge\").", "",
+                      *knowledge_tables(cell, methods=METHODS, cell_of=pair_key, labels=names)]
     halves = diagnostics(runs)
     if halves:
         parts += ["### Where the skill is lost: each half of the graft on its own", "",

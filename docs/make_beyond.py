@@ -190,16 +190,16 @@ def choices(jobs: list[Job], methods: dict[str, str] = METHODS, cell_of=host,
     return lines
 
 
-def knowledge_tables(jobs: list[Job]) -> list[str]:
-    """Each method on the held-out keys, its fact share, and the permuted-table control."""
-    main_jobs = [j for j in jobs if j.experiment == "beyond_knowledge"]
-    permuted = [j for j in jobs if j.experiment == "knowledge_permuted"]
+def knowledge_tables(main_jobs: list[Job], permuted: list[Job] = (), methods: dict[str, str] = METHODS,
+                     cell_of=host, labels: dict[str, str] | None = None) -> list[str]:
+    """Each method on the held-out keys, its fact share, the validation keys' pick per cell (as :func:`choices`),
+    and (if run) the permuted-table control."""
     chance = ", ".join(sorted({f"{constant_fact(j):.3f}" for j in main_jobs}))
-    parts = [f"Held-out keys (the best constant answer scores {chance}):", "", *cell_table(main_jobs), "",
+    parts = [f"Held-out keys (the best constant answer scores {chance}):", "", *cell_table(main_jobs, methods), "",
              "Share of the tuned donor's held-out fact gain:", "", *share_header(main_jobs, "method")]
-    for method, group in ordered(by(main_jobs, variant), METHODS).items():
+    for method, group in ordered(by(main_jobs, variant), methods).items():
         parts.append(share_row(f"`{method}`", group, model_of(method)))
-    parts += ["", "Validation keys pick:", "", *choices(main_jobs), ""]
+    parts += ["", "Validation keys pick:", "", *choices(main_jobs, methods, cell_of, labels), ""]
     if permuted:
         parts += ["The permuted-table control: the block is tuned on another table (`task.table_seed=1`) and each "
                   "model is scored against that table. A graft that reads the block out answers the permuted "
@@ -225,7 +225,8 @@ def build(runs: Path) -> str:
                       *cell_table([j for j in skill if host(j) == h]), ""]
     if any(j.experiment in KNOWLEDGE for j in jobs):
         parts += ["### Knowledge: 128 facts stored by the block, scored on the 48 keys no translator saw", "",
-                  *knowledge_tables(jobs)]
+                  *knowledge_tables([j for j in jobs if j.experiment == "beyond_knowledge"],
+                                    [j for j in jobs if j.experiment == "knowledge_permuted"])]
     return "\n".join(parts)
 
 

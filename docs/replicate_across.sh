@@ -44,6 +44,11 @@ part_init() {  # the closed forms and the own method in the independent-init cel
     seed=2,3,4  # the own method, which the status quotes, to 5 seeds
 }
 
+part_knowledge() {  # held-out facts across families: GPTNeoX -> Llama (where the skill crosses), task-data methods
+  run across_knowledge/gpt_neox-to-llama experiment=beyond_knowledge_tiny host=tiny-llama \
+    +variant=distill,procrustes_distill seed=0,1,2
+}
+
 runs_of() {  # runs_of <sweep folder> <seed> <method ...>: those finished jobs, as a Hydra list
   python - "$@" <<'PY'
 import sys
@@ -67,6 +72,6 @@ part_diagnose() {  # where the skill is lost: each half of the graft on its own 
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(families headline init diagnose)
+[ ${#parts[@]} -gt 0 ] || parts=(families headline init knowledge diagnose)
 for part in "${parts[@]}"; do "part_$part"; done
 python docs/make_across.py --runs "$out"

@@ -64,3 +64,22 @@ def test_the_halves_table_pools_the_diagnosed_seeds_of_each_pair_and_method(tmp_
     rows = make_across.diagnostics(tmp_path)
     assert len(rows) == 3 and rows[2].startswith("| Llama → GPTNeoX | `distill` | 2 |")
     assert rows[2].split(" | ")[6].startswith("0.250 [")  # input_half: the mean of the two seeds
+
+
+def test_held_out_facts_across_a_pair_keep_only_that_pair_and_name_the_constant_answer(monkeypatch, tmp_path):
+    recall = {"kind": "recall", "n": 10, "operand_max": 128, "test_size": 48, "val_size": 16, "split_seed": 0,
+              "prompt_template": "Question: What is the code of {a}?\nAnswer:"}
+    jobs = [_job("across_knowledge", "tiny-vanilla", "tiny-llama", v, s, fact, val)
+            for v, fact, val in (("distill", 0.15, 0.1), ("procrustes_distill", 0.2, 0.2)) for s in range(2)]
+    jobs += [_job("beyond_knowledge", "tiny-vanilla", "tiny-host", "distill", 0, 0.16, 0.1)]  # BEYOND's, not here
+    for j in jobs:
+        j.results["config"].update(task=recall, evaluation={"task_points": 48})
+    monkeypatch.setattr(make_across, "load_jobs", lambda runs: jobs)
+    kept = make_across.knowledge_jobs(tmp_path)
+    assert {make_across.pair(j) for j in kept} == {("tiny-vanilla", "tiny-llama")} and len(kept) == 4
+    text = "\n".join(make_across.knowledge_tables(kept, methods=make_across.METHODS, cell_of=make_across.pair_key,
+                                                  labels=make_across.labels()))
+    assert "the best constant answer scores 0.125" in text
+    assert "`procrustes_distill`" in text and "`distill`" in text
+    pick = next(r for r in text.splitlines() if r.startswith("| GPTNeoX → Llama"))
+    assert pick.endswith("`procrustes_distill` |")  # validation keys pick the higher val_fact
