@@ -30,9 +30,9 @@ part_skill() {
   run skill_2x2/tiny-host-m-shared experiment=skill_2x2_tiny host=tiny-host-m-shared seed=0,1,2,3,4  # 4 methods x 5
   run skill_2x2/tiny-host-m experiment=skill_2x2_tiny host=tiny-host-m seed=0,1,2,3,4                # 4 methods x 5
   # The wider cells' rows the status quotes as shown, to 10 seeds: the pick in both, procrustes_init in the shared one
-  run skill_2x2_more/tiny-host-m-shared experiment=skill_2x2_tiny host=tiny-host-m-shared \
+  run skill_2x2/tiny-host-m-shared-more experiment=skill_2x2_tiny host=tiny-host-m-shared \
     "+variant=$best,procrustes_init" seed=5,6,7,8,9
-  run skill_2x2_more/tiny-host-m experiment=skill_2x2_tiny host=tiny-host-m "+variant=$best" seed=5,6,7,8,9
+  run skill_2x2/tiny-host-m-more experiment=skill_2x2_tiny host=tiny-host-m "+variant=$best" seed=5,6,7,8,9
 }
 
 part_skill_l() {  # the 2x host (tiny-host-l ships), the best method, 10 seeds
