@@ -42,6 +42,8 @@ part_init() {  # the closed forms and the own method in the independent-init cel
     +variant=procrustes,lstsq,procrustes_distill seed=0,1
   run across/indep-more experiment=across_tiny host=tiny-host-indep,tiny-host-m +variant=procrustes_distill \
     seed=2,3,4  # the own method, which the status quotes, to 5 seeds
+  run across/indep-seeds experiment=across_tiny host=tiny-host-indep,tiny-host-m +variant=procrustes_distill \
+    seed=5,6,7,8,9  # ... and to 10
 }
 
 part_knowledge() {  # held-out facts across families: GPTNeoX -> Llama (where the skill crosses), task-data methods
