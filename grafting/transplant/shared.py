@@ -11,8 +11,9 @@ product over the whole positions × vocabulary. Same KL up to float rounding (``
 Forwards run over sub-batches of ``sub_batch`` texts so that no positions × vocabulary tensor above
 16 MB is allocated: at 32 × 64 × 4096 floats (32 MB) each such tensor was a fresh ``mmap``, and the page
 faults cost a third of the stage's CPU time; :func:`grafting.memory.reuse_freed_memory` keeps blocks
-under 32 MB in the heap. Fewer, larger forwards cost less Python per token: 16 texts per forward ran
-the KL 1.2× faster than 8 and 1.4× faster than 32 (benchmark (l)), with the same KL.
+under 32 MB in the heap. Fewer, larger forwards cost less Python per token: on an idle machine 16 texts
+per forward ran the KL 1.17× faster than 8 and 32 another 7% faster (benchmark (l)); with the other core
+busy, 32 ran 1.3× slower than 16. Every size gives the same KL.
 """
 
 from __future__ import annotations
