@@ -190,7 +190,7 @@ def choices(jobs: list[Job], methods: dict[str, str] = METHODS, cell_of=host,
     return lines
 
 
-def knowledge_tables(main_jobs: list[Job], permuted: list[Job] = (), methods: dict[str, str] = METHODS,
+def knowledge_tables(main_jobs: list[Job], permuted: list[Job] | None = None, methods: dict[str, str] = METHODS,
                      cell_of=host, labels: dict[str, str] | None = None) -> list[str]:
     """Each method on the held-out keys, its fact share, the validation keys' pick per cell (as :func:`choices`),
     and (if run) the permuted-table control."""

@@ -27,6 +27,7 @@ from grafting.evaluation.parallel import map_forked
 from grafting.models.loading import build_random
 from grafting.modules.skillpack_train import SkillPackTrainModule
 from grafting.skillpack.multi_lora import AdapterSpec, MultiLoraModel
+from grafting.stages.skillpack_budgets import adapter_groups
 
 RANKS = (4, 8, 13, 22, 44)
 
@@ -85,7 +86,7 @@ def _lora_side_by_side(s: Settings) -> list[Measurement]:
     model, batch, targets = _lora_setup(s, torch.device("cpu"))  # forked workers: a CPU layout
     steps, budget = 3 if s.quick else 100, torch.get_num_threads()
 
-    def train(group: tuple[int, ...]) -> float:
+    def train(group: list[int] | tuple[int, ...]) -> float:
         multi = MultiLoraModel(model, targets, [AdapterSpec(r, 2 * r, 3e-3) for r in group], lambda: torch.manual_seed(0))
         opt = torch.optim.AdamW(multi.param_groups(), weight_decay=0.0)
         start = time.perf_counter()
@@ -97,7 +98,7 @@ def _lora_side_by_side(s: Settings) -> list[Measurement]:
 
     out = []
     for name, ranks in (("budget pass", RANKS[1:4]), ("learning-rate pass", RANKS[2:4])):
-        groups = [ranks[i::budget] for i in range(budget) if ranks[i::budget]]
+        groups = adapter_groups(list(ranks), budget)  # the job's own layout
         t_fast = max(map_forked(train, groups, len(groups)))  # the pass ends with its slowest group
         t_simple = train(ranks)  # one pass on the job's threads
         torch.set_num_threads(1)
